@@ -1,0 +1,56 @@
+# The two commands of the README:
+#   make book   build the site into _build/html (strict: warnings are errors)
+#   make test   lint, unit tests, nbval over every notebook, and the strict site build
+#
+# Both create the local virtual environment .venv on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+NOTEBOOKS := $(wildcard chapters/*.ipynb)
+
+.PHONY: help book test lint unit notebooks check-notebooks execute clean
+
+help:
+	@echo "make book    build the site into _build/html (warnings are errors)"
+	@echo "make test    lint + unit tests + nbval over every notebook + strict site build"
+	@echo "make execute re-execute every chapter notebook in place (after editing one)"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP) check-notebooks
+	rm -rf _build/html _build/.doctrees
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	@echo
+	@echo "The book is in _build/html. Open _build/html/index.html in a browser,"
+	@echo "or serve it:  $(BIN)/python -m http.server -d _build/html 8000"
+
+test: lint unit notebooks book
+
+lint: $(STAMP)
+	$(BIN)/ruff check transformer_lib tests chapters
+	$(BIN)/ruff format --check transformer_lib tests chapters
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+# nbval re-executes every notebook in a fresh kernel and compares with the committed outputs.
+notebooks: $(STAMP) check-notebooks
+	$(BIN)/python -m pytest --nbval --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+
+check-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_notebooks.py
+
+execute: $(STAMP)
+	for nb in $(NOTEBOOKS); do \
+	  $(BIN)/jupyter execute --inplace --timeout=600 $$nb || exit 1; \
+	done
+
+clean:
+	rm -rf _build

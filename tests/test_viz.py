@@ -1,0 +1,38 @@
+"""Plotting helpers: they draw what they are given and reject mismatched labels."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from transformer_lib import plot_attention  # noqa: E402
+
+
+def test_plot_attention_draws_labelled_heatmap():
+    weights = torch.softmax(torch.randn(3, 4), dim=-1)
+    ax = plot_attention(weights, ["a", "b", "c", "d"], ["x", "y", "z"], title="t", annotate=True)
+    image = ax.get_images()[0]
+    assert image.get_array().shape == (3, 4)
+    torch.testing.assert_close(torch.as_tensor(image.get_array().data), weights)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["x", "y", "z"]
+    assert ax.get_title() == "t"
+    assert len(ax.texts) == 12
+    plt.close("all")
+
+
+def test_plot_attention_self_attention_labels_default_to_keys():
+    ax = plot_attention(torch.eye(2), ["p", "q"], colorbar=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["p", "q"]
+    plt.close("all")
+
+
+def test_plot_attention_errors():
+    with pytest.raises(ValueError, match=r"weights must be \(L_q, L_k\), got shape \(2, 2, 2\)"):
+        plot_attention(torch.ones(2, 2, 2), ["a", "b"])
+    with pytest.raises(ValueError, match="weights are 2×3 .* got 2 query labels and 2 key labels"):
+        plot_attention(torch.ones(2, 3), ["a", "b"])
+    plt.close("all")
