@@ -11,12 +11,13 @@ STAMP  := $(VENV)/.installed
 
 NOTEBOOKS := $(wildcard chapters/*.ipynb)
 
-.PHONY: help book test lint unit notebooks check-notebooks execute clean
+.PHONY: help book test lint unit notebooks check-notebooks execute bench clean
 
 help:
 	@echo "make book    build the site into _build/html (warnings are errors)"
 	@echo "make test    lint + unit tests + nbval over every notebook + strict site build"
 	@echo "make execute re-execute every chapter notebook in place (after editing one)"
+	@echo "make bench   run the benchmarks against PyTorch (a few minutes)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 book: $(STAMP) check-notebooks
-	rm -rf _build/html _build/.doctrees
-	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	$(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going
 	@echo
 	@echo "The book is in _build/html. Open _build/html/index.html in a browser,"
 	@echo "or serve it:  $(BIN)/python -m http.server -d _build/html 8000"
@@ -34,8 +34,8 @@ book: $(STAMP) check-notebooks
 test: lint unit notebooks book
 
 lint: $(STAMP)
-	$(BIN)/ruff check transformer_lib tests chapters
-	$(BIN)/ruff format --check transformer_lib tests chapters
+	$(BIN)/ruff check transformer_lib tests chapters benchmarks
+	$(BIN)/ruff format --check transformer_lib tests chapters benchmarks
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -51,6 +51,9 @@ execute: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
 	  $(BIN)/jupyter execute --inplace --timeout=600 $$nb || exit 1; \
 	done
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf _build

@@ -3,13 +3,16 @@
 One module per chapter:
 
 * :mod:`transformer_lib.attention` (Chapter 1): scaled dot-product attention and masks.
+* :mod:`transformer_lib.multi_head` (Chapter 2): multi-head attention.
 * :mod:`transformer_lib.viz`: plotting helpers used by the chapters.
 """
 
 from transformer_lib.attention import causal_mask, padding_mask, scaled_dot_product_attention
+from transformer_lib.multi_head import MultiHeadAttention
 from transformer_lib.viz import plot_attention
 
 __all__ = [
+    "MultiHeadAttention",
     "causal_mask",
     "padding_mask",
     "plot_attention",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
-__all__ = ["causal_mask", "padding_mask", "scaled_dot_product_attention"]
+__all__ = ["causal_mask", "check_mask", "padding_mask", "scaled_dot_product_attention"]
 
 
 def scaled_dot_product_attention(
@@ -57,7 +57,7 @@ def scaled_dot_product_attention(
     if mask is None:
         weights = scores.softmax(dim=-1)
     else:
-        _check_mask(mask, scores.shape)
+        check_mask(mask, scores.shape)
         # A finite "minus infinity": a fully masked row becomes a uniform softmax
         # (not 0/0 = NaN), which the final multiplication by the mask zeroes.
         very_negative = torch.finfo(scores.dtype).min
@@ -125,7 +125,18 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         ) from None
 
 
-def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
+def check_mask(mask: torch.Tensor, scores_shape: torch.Size | tuple[int, ...]) -> None:
+    """Raise a clear error unless ``mask`` is boolean and broadcasts to ``scores_shape``.
+
+    Args:
+        mask: the mask to check; True = may attend.
+        scores_shape: the shape of the attention scores, (..., L_q, L_k).
+
+    Raises:
+        TypeError: the mask is not boolean.
+        ValueError: the mask does not broadcast to ``scores_shape``.
+    """
+    scores_shape = torch.Size(scores_shape)
     if mask.dtype != torch.bool:
         raise TypeError(
             f"mask must be boolean (True = may attend), got dtype {mask.dtype}; "

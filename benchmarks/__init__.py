@@ -1,0 +1,1 @@
+"""Benchmarks of transformer_lib against PyTorch's own modules (run with `make bench`)."""
