@@ -227,6 +227,10 @@ def test_error_mask_not_broadcastable():
         m(torch.randn(2, 5, 16), mask=torch.ones(5, 5))
 
 
-def test_rope_not_yet_accepted():
-    with pytest.raises(ValueError, match="rope"):
+def test_error_rope_wrong_type_or_width():
+    from transformer_lib import RotaryEmbedding
+
+    with pytest.raises(TypeError, match="rope must be a RotaryEmbedding or None, got Identity"):
         MultiHeadAttention(16, 4, rope=nn.Identity())
+    with pytest.raises(ValueError, match=r"rope.head_dim=8 must equal d_model / n_heads = 4"):
+        MultiHeadAttention(16, 4, rope=RotaryEmbedding(8))

@@ -4,14 +4,40 @@ One module per chapter:
 
 * :mod:`transformer_lib.attention` (Chapter 1): scaled dot-product attention and masks.
 * :mod:`transformer_lib.multi_head` (Chapter 2): multi-head attention.
+* :mod:`transformer_lib.positional` (Chapter 3): learned, sinusoidal and rotary positions.
+* :mod:`transformer_lib.encoder` (Chapter 4): feed-forward, encoder layer and stack.
+* :mod:`transformer_lib.model`: token ids to hidden states, with task heads.
+* :mod:`transformer_lib.data`, :mod:`transformer_lib.training` (Chapter 6): toy tasks and a training loop.
 * :mod:`transformer_lib.viz`: plotting helpers used by the chapters.
 """
 
 from transformer_lib.attention import causal_mask, padding_mask, scaled_dot_product_attention
+from transformer_lib.encoder import EncoderLayer, FeedForward, TransformerEncoder
+from transformer_lib.model import (
+    EncoderConfig,
+    SequenceClassifier,
+    TokenTagger,
+    TransformerEncoderModel,
+)
 from transformer_lib.multi_head import MultiHeadAttention
+from transformer_lib.positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+)
 from transformer_lib.viz import plot_attention
 
 __all__ = [
+    "EncoderConfig",
+    "SequenceClassifier",
+    "TokenTagger",
+    "TransformerEncoderModel",
+    "EncoderLayer",
+    "FeedForward",
+    "TransformerEncoder",
+    "LearnedPositionalEmbedding",
+    "RotaryEmbedding",
+    "SinusoidalPositionalEncoding",
     "MultiHeadAttention",
     "causal_mask",
     "padding_mask",

@@ -8,6 +8,7 @@ from einops import rearrange
 from torch import nn
 
 from transformer_lib.attention import check_mask, scaled_dot_product_attention
+from transformer_lib.positional import RotaryEmbedding
 
 __all__ = ["MultiHeadAttention"]
 
@@ -24,7 +25,9 @@ class MultiHeadAttention(nn.Module):
         n_heads: number of heads h; must divide ``d_model``.
         dropout: dropout on the attention weights (training only).
         bias: whether the four projections have biases.
-        rope: a rotary embedding applied to queries and keys (Chapter 3); None for none.
+        rope: a :class:`~transformer_lib.positional.RotaryEmbedding` of width
+            ``d_model / n_heads``, applied to each head's queries and keys after the
+            projection and before the scores (values are not rotated); None for none.
 
     Attributes:
         q_proj, k_proj, v_proj, out_proj: the four ``nn.Linear(d_model, d_model)`` maps.
@@ -37,7 +40,7 @@ class MultiHeadAttention(nn.Module):
         *,
         dropout: float = 0.0,
         bias: bool = True,
-        rope: nn.Module | None = None,
+        rope: RotaryEmbedding | None = None,
     ) -> None:
         super().__init__()
         if d_model <= 0 or n_heads <= 0:
@@ -60,7 +63,14 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         if rope is not None:
-            raise ValueError("rope: rotary embeddings are not available yet; pass rope=None")
+            if not isinstance(rope, RotaryEmbedding):
+                raise TypeError(
+                    f"rope must be a RotaryEmbedding or None, got {type(rope).__name__}"
+                )
+            if rope.head_dim != self.d_head:
+                raise ValueError(
+                    f"rope.head_dim={rope.head_dim} must equal d_model / n_heads = {self.d_head}"
+                )
         self.rope = rope
 
     def forward(
@@ -89,13 +99,11 @@ class MultiHeadAttention(nn.Module):
         """
         context = x if context is None else context
         self._check_inputs(x, context, mask)
-        q = rearrange(self.q_proj(x), "b q_len (h d_head) -> b h q_len d_head", h=self.n_heads)
-        k = rearrange(
-            self.k_proj(context), "b k_len (h d_head) -> b h k_len d_head", h=self.n_heads
-        )
-        v = rearrange(
-            self.v_proj(context), "b k_len (h d_head) -> b h k_len d_head", h=self.n_heads
-        )
+        q = self._split_heads(self.q_proj(x))  # (B, h, L_q, d_head)
+        k = self._split_heads(self.k_proj(context))  # (B, h, L_k, d_head)
+        v = self._split_heads(self.v_proj(context))  # (B, h, L_k, d_head)
+        if self.rope is not None:  # positions enter the scores only: q and k, never v
+            q, k = self.rope(q), self.rope(k)
         dropout_p = self.dropout if self.training else 0.0
         if return_weights:
             heads, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
@@ -103,6 +111,10 @@ class MultiHeadAttention(nn.Module):
             heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         output = self.out_proj(rearrange(heads, "b h q_len d_head -> b q_len (h d_head)"))
         return (output, weights) if return_weights else output
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) -> (B, h, L, d_head): head i takes features i*d_head..(i+1)*d_head-1."""
+        return rearrange(t, "b l (h d_head) -> b h l d_head", h=self.n_heads)
 
     def _check_inputs(
         self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None

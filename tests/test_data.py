@@ -1,0 +1,46 @@
+"""Chapter 6's toy tasks: shapes, determinism, correctness and clear errors."""
+
+import pytest
+import torch
+
+from transformer_lib.data import IGNORE, copy_back_task, count_task, reversal_task, sort_task
+
+TASKS = [reversal_task, sort_task, count_task, copy_back_task]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_shapes_range_and_determinism(task):
+    inputs, targets = task(50, 8, 10, seed=3)
+    assert inputs.shape == targets.shape == (50, 8)
+    assert inputs.dtype == targets.dtype == torch.long
+    assert inputs.min() >= 1 and inputs.max() <= 9  # 0 is padding, never drawn
+    again = task(50, 8, 10, seed=3)
+    assert torch.equal(inputs, again[0]) and torch.equal(targets, again[1])
+    other = task(50, 8, 10, seed=4)
+    assert not torch.equal(inputs, other[0])
+
+
+def test_targets_are_right():
+    x, y = reversal_task(5, 6, 10)
+    assert torch.equal(y[:, 0], x[:, -1]) and torch.equal(y, x.flip(-1))
+    x, y = sort_task(5, 6, 10)
+    assert (y[:, 1:] >= y[:, :-1]).all() and torch.equal(y.sort(-1).values, x.sort(-1).values)
+    x, y = copy_back_task(5, 6, 10, k=2)
+    assert (y[:, :2] == IGNORE).all() and torch.equal(y[:, 2:], x[:, :4])
+    seq, counts = count_task(3, 4, 5, seed=1)
+    for row, c in zip(seq, counts, strict=True):
+        for i, token in enumerate(row):
+            assert c[i] == (row == token).sum()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="n_samples must be at least 1, got 0"):
+        reversal_task(0, 5, 10)
+    with pytest.raises(ValueError, match="length must be at least 1, got 0"):
+        sort_task(3, 0, 10)
+    with pytest.raises(
+        ValueError, match=r"vocab_size must be at least 2 \(id 0 is padding\), got 1"
+    ):
+        count_task(3, 4, 1)
+    with pytest.raises(ValueError, match=r"k must be in 1..length-1 = 1..4, got k=5"):
+        copy_back_task(3, 5, 10, k=5)
