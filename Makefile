@@ -11,13 +11,14 @@ STAMP  := $(VENV)/.installed
 
 NOTEBOOKS := $(wildcard chapters/*.ipynb)
 
-.PHONY: help book test lint unit notebooks check-notebooks execute bench clean
+.PHONY: help book test lint unit notebooks check-notebooks execute bench figures clean
 
 help:
 	@echo "make book    build the site into _build/html (warnings are errors)"
 	@echo "make test    lint + unit tests + nbval over every notebook + strict site build"
 	@echo "make execute re-execute every chapter notebook in place (after editing one)"
 	@echo "make bench   run the benchmarks against PyTorch (a few minutes)"
+	@echo "make figures redraw the code-made figures in imgs/"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +35,8 @@ book: $(STAMP) check-notebooks
 test: lint unit notebooks book
 
 lint: $(STAMP)
-	$(BIN)/ruff check transformer_lib tests chapters benchmarks
-	$(BIN)/ruff format --check transformer_lib tests chapters benchmarks
+	$(BIN)/ruff check transformer_lib tests chapters benchmarks imgs
+	$(BIN)/ruff format --check transformer_lib tests chapters benchmarks imgs
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -54,6 +55,9 @@ execute: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+figures: $(STAMP)
+	$(BIN)/python imgs/make_figures.py
 
 clean:
 	rm -rf _build

@@ -2,7 +2,8 @@
 
 import torch
 
-from benchmarks import multi_head
+from benchmarks import encoder, multi_head
 
 print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 multi_head.run()
+encoder.run()

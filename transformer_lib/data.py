@@ -34,7 +34,7 @@ def reversal_task(
     """Tag each position with the token at the mirrored position: targets = inputs reversed.
 
     Returns:
-        inputs (N, L) and targets (N, L), ``targets[:, i] = inputs[:, L - 1 - i]``.
+        The pair ``(inputs, targets)``, both (N, L), with ``targets[:, i] = inputs[:, L - 1 - i]``.
     """
     inputs = _random_tokens(n_samples, length, vocab_size, seed)
     return inputs, inputs.flip(-1)
@@ -46,8 +46,8 @@ def copy_back_task(
     """Tag each position with the token k places back (a purely relative task).
 
     Returns:
-        inputs (N, L) and targets (N, L), ``targets[:, i] = inputs[:, i - k]``; the first k
-        positions have no such token and are :data:`IGNORE`.
+        The pair ``(inputs, targets)``, both (N, L), with ``targets[:, i] = inputs[:, i - k]``;
+        the first k positions have no such token and are ``IGNORE``.
     """
     if not 1 <= k < length:
         raise ValueError(f"k must be in 1..length-1 = 1..{length - 1}, got k={k}")
@@ -63,7 +63,7 @@ def sort_task(
     """Tag position i with the i-th smallest token of the sequence.
 
     Returns:
-        inputs (N, L) and targets (N, L), the sorted inputs.
+        The pair ``(inputs, targets)``, both (N, L); the targets are the sorted inputs.
     """
     inputs = _random_tokens(n_samples, length, vocab_size, seed)
     return inputs, inputs.sort(dim=-1).values
@@ -75,7 +75,7 @@ def count_task(
     """Tag each token with how often it occurs in its sequence (needs no position at all).
 
     Returns:
-        inputs (N, L) and targets (N, L) in 1..L: ``targets[n, i]`` counts
+        The pair ``(inputs, targets)``, both (N, L); ``targets[n, i]``, in 1..L, counts
         ``inputs[n, i]`` in ``inputs[n]``.
     """
     inputs = _random_tokens(n_samples, length, vocab_size, seed)

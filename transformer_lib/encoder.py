@@ -13,7 +13,7 @@ from transformer_lib.positional import RotaryEmbedding
 
 __all__ = ["ACTIVATIONS", "EncoderLayer", "FeedForward", "TransformerEncoder"]
 
-#: The activations the feed-forward network accepts: ReLU and exact (erf) GELU.
+#: The activations the feed-forward network accepts, ReLU and exact (erf) GELU, by name.
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 
@@ -150,7 +150,7 @@ class EncoderLayer(nn.Module):
     def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
         """Copy a ``torch.nn.TransformerEncoderLayer`` (relu or gelu, either ``norm_first``).
 
-        Its ``self_attn`` is copied with :meth:`MultiHeadAttention.from_torch`,
+        Its ``self_attn`` is copied with :meth:`~transformer_lib.multi_head.MultiHeadAttention.from_torch`,
         ``linear1``/``linear2`` become ``ff.linear1``/``ff.linear2``.
         """
         activation = _torch_activation_name(layer)
@@ -277,7 +277,7 @@ class TransformerEncoder(nn.Module):
 
     @classmethod
     def from_torch(cls, encoder: nn.TransformerEncoder) -> TransformerEncoder:
-        """Copy a ``torch.nn.TransformerEncoder`` built from ``TransformerEncoderLayer``s.
+        """Copy a ``torch.nn.TransformerEncoder`` built from ``TransformerEncoderLayer`` modules.
 
         A pre-LN encoder must have a final ``norm``, and a post-LN one must not, as ours.
         """

@@ -132,7 +132,7 @@ def rotary_angles(
         device: where to create the angles.
 
     Returns:
-        float32 (L, head_dim/2): row m, column i is the angle of pair i at position offset + m.
+        float32 (L, head_dim/2); row m, column i is the angle of pair i at position offset + m.
     """
     if head_dim % 2 != 0:
         raise ValueError(f"rotary embedding needs an even head_dim, got head_dim={head_dim}")

@@ -1,0 +1,30 @@
+"""Write the book's code-made figures into imgs/ (run: make figures).
+
+Each figure is drawn by a function of transformer_lib.viz, the same function the
+chapters call, so the files here and the chapters' pictures are one drawing.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from transformer_lib.viz import draw_encoder_architecture  # noqa: E402
+
+FIGURES = {"encoder_architecture.png": draw_encoder_architecture}
+DPI = 100
+
+
+def main(out_dir: pathlib.Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, draw in FIGURES.items():
+        figure = draw()
+        figure.savefig(out_dir / name, dpi=DPI, metadata={"Software": None})
+
+
+if __name__ == "__main__":
+    main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).parent)
