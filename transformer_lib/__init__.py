@@ -8,6 +8,7 @@ One module per chapter:
 * :mod:`transformer_lib.encoder` (Chapter 4): feed-forward, encoder layer and stack.
 * :mod:`transformer_lib.model`: token ids to hidden states, with task heads.
 * :mod:`transformer_lib.data`, :mod:`transformer_lib.training` (Chapter 6): toy tasks and a training loop.
+* :mod:`transformer_lib.pretrained` (Chapter 7): BERT checkpoints such as all-MiniLM-L6-v2.
 * :mod:`transformer_lib.viz`: plotting helpers used by the chapters.
 """
 
