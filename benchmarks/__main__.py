@@ -2,8 +2,9 @@
 
 import torch
 
-from benchmarks import encoder, multi_head
+from benchmarks import encoder, minilm, multi_head
 
 print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 multi_head.run()
 encoder.run()
+minilm.run()

@@ -13,9 +13,27 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from transformer_lib.viz import draw_encoder_architecture  # noqa: E402
+import torch  # noqa: E402
 
-FIGURES = {"encoder_architecture.png": draw_encoder_architecture}
+from transformer_lib.viz import draw_encoder_architecture, draw_worksheet  # noqa: E402
+from transformer_lib.worked_example import (  # noqa: E402
+    encoder_layer_steps,
+    humane_encoder_layer,
+    humane_input,
+)
+
+
+def draw_encoder_by_hand():
+    """Chapter 5's worksheet: every step of the humane encoder layer, with its numbers."""
+    with torch.no_grad():
+        steps = encoder_layer_steps(humane_encoder_layer(), humane_input())
+    return draw_worksheet(steps, title="One encoder layer by hand (Chapter 5)")
+
+
+FIGURES = {
+    "encoder_architecture.png": draw_encoder_architecture,
+    "encoder_by_hand.png": draw_encoder_by_hand,
+}
 DPI = 100
 
 

@@ -124,24 +124,25 @@ class EncoderLayer(nn.Module):
         Returns:
             (B, L, d_model), or ``(output, weights)`` with ``return_weights=True``.
         """
+        weights: list[torch.Tensor] = []
+        record = weights if return_weights else None
         if self.norm_first:
-            attended, weights = self._attention_block(self.norm1(x), mask, return_weights)
-            x = x + attended
+            x = x + self._attention_block(self.norm1(x), mask, record)
             x = x + self._feed_forward_block(self.norm2(x))
         else:
-            attended, weights = self._attention_block(x, mask, return_weights)
-            x = self.norm1(x + attended)
+            x = self.norm1(x + self._attention_block(x, mask, record))
             x = self.norm2(x + self._feed_forward_block(x))
-        return (x, weights) if return_weights else x
+        return (x, weights[0]) if return_weights else x
 
     def _attention_block(
-        self, x: torch.Tensor, mask: torch.Tensor | None, return_weights: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if return_weights:
-            attended, weights = self.self_attn(x, mask=mask, return_weights=True)
-        else:
-            attended, weights = self.self_attn(x, mask=mask), None
-        return self.dropout1(attended), weights
+        self, x: torch.Tensor, mask: torch.Tensor | None, record: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Self-attention and its dropout; appends the attention weights to ``record`` if given."""
+        if record is None:
+            return self.dropout1(self.self_attn(x, mask=mask))
+        attended, weights = self.self_attn(x, mask=mask, return_weights=True)
+        record.append(weights)
+        return self.dropout1(attended)
 
     def _feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout2(self.ff(x))

@@ -99,6 +99,18 @@ class MultiHeadAttention(nn.Module):
         """
         context = x if context is None else context
         self._check_inputs(x, context, mask)
+        heads, weights = self._attend(x, context, mask, return_weights)  # (B, h, L_q, d_head)
+        output = self.out_proj(rearrange(heads, "b h q_len d_head -> b q_len (h d_head)"))
+        return (output, weights) if return_weights else output
+
+    def _attend(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor | None,
+        return_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Project, split into heads and attend; returns every head's output (and weights)."""
         q = self._split_heads(self.q_proj(x))  # (B, h, L_q, d_head)
         k = self._split_heads(self.k_proj(context))  # (B, h, L_k, d_head)
         v = self._split_heads(self.v_proj(context))  # (B, h, L_k, d_head)
@@ -106,11 +118,8 @@ class MultiHeadAttention(nn.Module):
             q, k = self.rope(q), self.rope(k)
         dropout_p = self.dropout if self.training else 0.0
         if return_weights:
-            heads, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
-        else:
-            heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        output = self.out_proj(rearrange(heads, "b h q_len d_head -> b q_len (h d_head)"))
-        return (output, weights) if return_weights else output
+            return scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         """(B, L, d_model) -> (B, h, L, d_head): head i takes features i*d_head..(i+1)*d_head-1."""

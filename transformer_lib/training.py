@@ -124,7 +124,7 @@ def train(
             history.step.append(step)
             history.loss.append(loss.item())
             history.lr.append(schedule.get_last_lr()[0])
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         schedule.step()
         if eval_data is not None and (step % eval_every == 0 or step == steps):
             history.eval_step.append(step)

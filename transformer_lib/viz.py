@@ -9,7 +9,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["draw_encoder_architecture", "plot_attention"]
+__all__ = ["draw_encoder_architecture", "draw_worksheet", "plot_attention"]
 
 
 def plot_attention(
@@ -183,5 +183,54 @@ def draw_encoder_architecture(n_layers: str = "N") -> Figure:
             va="center",
             ha="right",
         )
+    fig.tight_layout()
+    return fig
+
+
+def draw_worksheet(
+    steps: dict[str, torch.Tensor], *, ncols: int = 6, decimals: int = 2, title: str | None = None
+) -> Figure:
+    """Draw a sequence of small matrices as a numbered worksheet, every entry written out.
+
+    Args:
+        steps: name -> 2-D tensor, in the order they are computed (for example the output
+            of :func:`~transformer_lib.worked_example.encoder_layer_steps`).
+        ncols: matrices per row.
+        decimals: digits after the point in each cell.
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
+    names = list(steps)
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    for number, (ax, name) in enumerate(zip(axes.flat, names, strict=False), start=1):
+        matrix = torch.as_tensor(steps[name]).detach().double().cpu()
+        if matrix.dim() != 2:
+            raise ValueError(
+                f"draw_worksheet: {name!r} must be 2-D, got shape {tuple(matrix.shape)}"
+            )
+        limit = 1.8 * max(matrix.abs().max().item(), 1e-9)  # pale colours keep numbers legible
+        ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        rows, cols = matrix.shape
+        fontsize = 8 if cols <= 4 else 6
+        for i in range(rows):
+            for j in range(cols):
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j].item():.{decimals}f}",
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{number}. {name}", fontsize=9)
+    if title is not None:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
