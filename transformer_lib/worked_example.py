@@ -86,7 +86,7 @@ def encoder_layer_steps(layer: EncoderLayer, x: torch.Tensor) -> dict[str, torch
         x: (1, L, d_model).
 
     Returns:
-        An ordered dict of every intermediate matrix of the one sequence: "X", per head
+        An ordered dict of every intermediate matrix of the one sequence, in order "X", per head
         "Q (head i)", "K (head i)", "V (head i)", "scores (head i)", "scaled scores (head i)",
         "weights (head i)", "head output (head i)", then "concatenated heads",
         "attention output", "residual 1", "LayerNorm 1", "FFN hidden", "ReLU", "FFN output",
