@@ -167,12 +167,7 @@ class EncoderLayer(nn.Module):
             bias=bias,
         )
         ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
-        for ours_sub, theirs_sub in (
-            (ours.ff.linear1, layer.linear1),
-            (ours.ff.linear2, layer.linear2),
-            (ours.norm1, layer.norm1),
-            (ours.norm2, layer.norm2),
-        ):
+        for ours_sub, theirs_sub in ours._torch_counterparts(layer):
             ours_sub.load_state_dict(theirs_sub.state_dict())
         return ours.to(layer.linear1.weight.dtype).train(layer.training)
 
@@ -194,14 +189,20 @@ class EncoderLayer(nn.Module):
             bias=self.ff.linear1.bias is not None,
         )
         layer.self_attn = attn.to_torch()
-        for theirs_sub, ours_sub in (
-            (layer.linear1, self.ff.linear1),
-            (layer.linear2, self.ff.linear2),
-            (layer.norm1, self.norm1),
-            (layer.norm2, self.norm2),
-        ):
+        for ours_sub, theirs_sub in self._torch_counterparts(layer):
             theirs_sub.load_state_dict(ours_sub.state_dict())
         return layer.to(self.ff.linear1.weight.dtype).train(self.training)
+
+    def _torch_counterparts(
+        self, layer: nn.TransformerEncoderLayer
+    ) -> tuple[tuple[nn.Module, nn.Module], ...]:
+        """Our submodules paired with a torch layer's, besides the attention."""
+        return (
+            (self.ff.linear1, layer.linear1),
+            (self.ff.linear2, layer.linear2),
+            (self.norm1, layer.norm1),
+            (self.norm2, layer.norm2),
+        )
 
 
 def _torch_activation_name(layer: nn.TransformerEncoderLayer) -> str:

@@ -32,6 +32,11 @@ def _check_length(length: int, max_len: int, owner: str) -> None:
         )
 
 
+def _check_head_dim(head_dim: int) -> None:
+    if head_dim % 2 != 0:
+        raise ValueError(f"rotary embedding needs an even head_dim, got head_dim={head_dim}")
+
+
 def _check_last_dim(x: torch.Tensor, d_model: int, owner: str) -> None:
     if x.dim() != 3 or x.shape[-1] != d_model:
         raise ValueError(
@@ -134,8 +139,7 @@ def rotary_angles(
     Returns:
         float32 (L, head_dim/2); row m, column i is the angle of pair i at position offset + m.
     """
-    if head_dim % 2 != 0:
-        raise ValueError(f"rotary embedding needs an even head_dim, got head_dim={head_dim}")
+    _check_head_dim(head_dim)
     theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
     position = torch.arange(offset, offset + length, dtype=torch.float32, device=device)
     return torch.outer(position, theta)
@@ -188,8 +192,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, *, base: float = 10000.0, interleaved: bool = False) -> None:
         super().__init__()
-        if head_dim % 2 != 0:
-            raise ValueError(f"rotary embedding needs an even head_dim, got head_dim={head_dim}")
+        _check_head_dim(head_dim)
         self.head_dim, self.base, self.interleaved = head_dim, base, interleaved
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
