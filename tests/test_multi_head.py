@@ -50,8 +50,8 @@ def test_cross_attention_equals_torch():
     ours, theirs = pair()
     x, context = torch.randn(2, 5, 16), torch.randn(2, 9, 16)
     expected, _ = theirs(x, context, context)
-    torch.testing.assert_close(ours(x, context), expected)
-    out, weights = ours(x, context, return_weights=True)
+    torch.testing.assert_close(ours(x, context=context), expected)
+    out, weights = ours(x, context=context, return_weights=True)
     assert weights.shape == (2, 4, 5, 9)
     torch.testing.assert_close(out, expected)
 
@@ -90,7 +90,7 @@ def test_fully_masked_rows_are_zero_before_out_proj_and_never_nan(path):
 def grads(module, x, context, mask, return_weights):
     module.zero_grad()
     x = x.detach().clone().requires_grad_(True)
-    out = module(x, context, mask, return_weights=return_weights)
+    out = module(x, mask, context=context, return_weights=return_weights)
     out = out[0] if return_weights else out
     (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
     return out, x.grad, [p.grad.clone() for p in module.parameters()]
@@ -101,7 +101,7 @@ def grads(module, x, context, mask, return_weights):
     B=st.integers(1, 3),
     L_q=st.integers(1, 6),
     L_k=st.integers(1, 6),
-    d_head=st.integers(1, 4),
+    head_dim=st.integers(1, 4),
     h=st.integers(1, 4),
     cross=st.booleans(),
     mask_kind=st.sampled_from(["none", "full", "key", "heads"]),
@@ -109,9 +109,9 @@ def grads(module, x, context, mask, return_weights):
     seed=st.integers(0, 1000),
 )
 def test_property_fast_and_teaching_paths_agree_and_equal_torch(
-    B, L_q, L_k, d_head, h, cross, mask_kind, p_keep, seed
+    B, L_q, L_k, head_dim, h, cross, mask_kind, p_keep, seed
 ):
-    d_model = d_head * h
+    d_model = head_dim * h
     ours, theirs = pair(d_model, h, seed=seed)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, L_q, d_model, generator=g)
@@ -175,7 +175,7 @@ def test_dropout_only_in_training():
 
 
 def test_heads_split_is_per_head_slice():
-    """Head i uses rows i*d_head:(i+1)*d_head of q_proj: changing another head's rows leaves it alone."""
+    """Head i uses rows i*head_dim:(i+1)*head_dim of q_proj: changing another head's rows leaves it alone."""
     m = MultiHeadAttention(16, 4).eval()
     x = torch.randn(1, 5, 16)
     _, before = m(x, return_weights=True)
@@ -204,7 +204,7 @@ def test_error_wrong_last_dimension():
     with pytest.raises(
         ValueError, match=r"context must be \(B, L, d_model=16\), got shape \(2, 5, 8\)"
     ):
-        m(torch.randn(2, 5, 16), torch.randn(2, 5, 8))
+        m(torch.randn(2, 5, 16), context=torch.randn(2, 5, 8))
     with pytest.raises(ValueError, match=r"x must be \(B, L, d_model=16\), got shape \(5, 16\)"):
         m(torch.randn(5, 16))
 
@@ -214,7 +214,7 @@ def test_error_batch_sizes_differ():
     with pytest.raises(
         ValueError, match=r"x is \(2, 5, 16\) \(B=2\), context is \(3, 5, 16\) \(B=3\)"
     ):
-        m(torch.randn(2, 5, 16), torch.randn(3, 5, 16))
+        m(torch.randn(2, 5, 16), context=torch.randn(3, 5, 16))
 
 
 def test_error_mask_not_broadcastable():
@@ -222,7 +222,7 @@ def test_error_mask_not_broadcastable():
     with pytest.raises(
         ValueError, match=r"mask of shape \(5, 4\) does not broadcast .* \(2, 4, 5, 6\)"
     ):
-        m(torch.randn(2, 5, 16), torch.randn(2, 6, 16), torch.ones(5, 4, dtype=torch.bool))
+        m(torch.randn(2, 5, 16), torch.ones(5, 4, dtype=torch.bool), context=torch.randn(2, 6, 16))
     with pytest.raises(TypeError, match="mask must be boolean"):
         m(torch.randn(2, 5, 16), mask=torch.ones(5, 5))
 

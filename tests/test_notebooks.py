@@ -7,6 +7,7 @@ re-executes each notebook and compares its outputs with these committed ones.
 
 import json
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -74,3 +75,55 @@ def test_no_memory_addresses_in_outputs(path):
     for i, cell in enumerate(code_cells(path)):
         text = json.dumps(cell.get("outputs", []))
         assert " at 0x" not in text, f"{path.name}: code cell {i} prints a memory address"
+
+
+# --- The README's rule: nbval compares only what is the same on every machine. ---------
+# A float printed through an f-string or format() with a float presentation type (f, e,
+# g, %) shows its last digits, which depend on the CPU, the BLAS and the thread count.
+# Such a value must go through transformer_lib.measured.measured() (masked by
+# sanitize.cfg), or the line must carry a marker comment "# exact: <why>" naming why the
+# value is the same everywhere (exact small-integer arithmetic, a value rounded far
+# coarser than its stated error bound, a constant).
+FLOAT_FORMAT = re.compile(
+    r"\{[^{}]*?:[^{}'\"]*[eEfFgG%]\}|format\([^()]*,\s*['\"][^'\"]*[eEfFgG%]['\"]\)"
+)
+EXACT_MARKER = re.compile(r"#\s*exact:\s*\S")
+IGNORED_OUTPUT = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")
+
+
+def unmarked_float_formats(source: str) -> list[str]:
+    """Lines of a code cell that format a float without ``measured`` or an ``# exact:`` marker."""
+    if any(marker in source for marker in IGNORED_OUTPUT):
+        return []
+    return [
+        line.strip()
+        for line in source.splitlines()
+        if FLOAT_FORMAT.search(line) and not EXACT_MARKER.search(line)
+    ]
+
+
+def test_float_format_lint_catches_plain_fstrings():
+    assert unmarked_float_formats('print(f"accuracy {acc:.2f}")') == [
+        'print(f"accuracy {acc:.2f}")'
+    ]
+    assert unmarked_float_formats('print(f"max diff {d:.1e}")')
+    assert unmarked_float_formats("print(format(x, '.3g'))")
+    assert not unmarked_float_formats('print(f"accuracy {measured(acc)}")')
+    assert not unmarked_float_formats('print(f"{x:.1f}")  # exact: a multiple of 0.5')
+    assert not unmarked_float_formats('print(f"{n:d} tokens, {name!r}")')
+    assert not unmarked_float_formats('# NBVAL_IGNORE_OUTPUT\nprint(f"{t:.2f} ms")')
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_machine_dependent_floats_are_printed_with_measured(path):
+    offenders = {
+        i: lines
+        for i, cell in enumerate(code_cells(path))
+        if (lines := unmarked_float_formats("".join(cell["source"])))
+    }
+    assert not offenders, (
+        f"{path.name}: these code cells print floats that nbval would compare digit by "
+        "digit. Print a machine-dependent number with measured(x) and assert the claim "
+        "with a tolerance, or add '# exact: <why>' to the line if the value is the same "
+        f"on every machine (README, 'Writing a chapter'): {offenders}"
+    )

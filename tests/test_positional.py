@@ -65,7 +65,7 @@ def test_sinusoidal_errors():
 
 
 def test_learned_adds_one_trained_vector_per_position():
-    module = LearnedPositionalEmbedding(max_len=10, d_model=4)
+    module = LearnedPositionalEmbedding(4, max_len=10)
     x = torch.randn(3, 6, 4)
     torch.testing.assert_close(module(x), x + module.embedding.weight[:6])
     module(x).sum().backward()
@@ -74,7 +74,7 @@ def test_learned_adds_one_trained_vector_per_position():
 
 
 def test_learned_errors():
-    module = LearnedPositionalEmbedding(max_len=4, d_model=2)
+    module = LearnedPositionalEmbedding(2, 4)
     with pytest.raises(ValueError, match=r"L=5 exceeds max_len=4"):
         module(torch.zeros(1, 5, 2))
     with pytest.raises(ValueError, match=r"d_model=2\), got shape \(1, 3, 3\)"):

@@ -110,7 +110,7 @@ class TransformerEncoderModel(nn.Module):
         self.token_embedding = TokenEmbedding(c.vocab_size, c.d_model, scale=c.scale_embedding)
         self.positional: nn.Module | None = None
         if c.positional == "learned":
-            self.positional = LearnedPositionalEmbedding(c.max_len, c.d_model)
+            self.positional = LearnedPositionalEmbedding(c.d_model, c.max_len)
         elif c.positional == "sinusoidal":
             self.positional = SinusoidalPositionalEncoding(c.d_model, c.max_len)
         if c.d_model % c.n_heads != 0:

@@ -56,7 +56,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.d_model = d_model
         self.n_heads = n_heads
-        self.d_head = d_model // n_heads
+        self.head_dim = d_model // n_heads
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -67,26 +67,30 @@ class MultiHeadAttention(nn.Module):
                 raise TypeError(
                     f"rope must be a RotaryEmbedding or None, got {type(rope).__name__}"
                 )
-            if rope.head_dim != self.d_head:
+            if rope.head_dim != self.head_dim:
                 raise ValueError(
-                    f"rope.head_dim={rope.head_dim} must equal d_model / n_heads = {self.d_head}"
+                    f"rope.head_dim={rope.head_dim} must equal d_model / n_heads = {self.head_dim}"
                 )
         self.rope = rope
 
     def forward(
         self,
         x: torch.Tensor,
-        context: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         *,
+        context: torch.Tensor | None = None,
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend from ``x`` to itself (self-attention) or to ``context`` (cross-attention).
 
         Args:
             x: queries' source, (B, L_q, d_model).
-            context: keys' and values' source, (B, L_k, d_model); None means ``x``.
             mask: bool, broadcastable to (B, h, L_q, L_k); True = may attend.
+                A key-padding mask from ``(B, L_k)`` token ids must be built with
+                :func:`~transformer_lib.attention.padding_mask` (shape (B, 1, 1, L_k)):
+                a bare (B, L_k) mask would be read as (L_q, L_k).
+            context: keys' and values' source, (B, L_k, d_model); None means ``x``
+                (self-attention). Keyword-only.
             return_weights: also return the attention weights. This takes the
                 teaching path through :func:`~transformer_lib.attention.scaled_dot_product_attention`;
                 otherwise the fast path through
@@ -99,8 +103,8 @@ class MultiHeadAttention(nn.Module):
         """
         context = x if context is None else context
         self._check_inputs(x, context, mask)
-        heads, weights = self._attend(x, context, mask, return_weights)  # (B, h, L_q, d_head)
-        output = self.out_proj(rearrange(heads, "b h q_len d_head -> b q_len (h d_head)"))
+        heads, weights = self._attend(x, context, mask, return_weights)  # (B, h, L_q, head_dim)
+        output = self.out_proj(rearrange(heads, "b h q_len head_dim -> b q_len (h head_dim)"))
         return (output, weights) if return_weights else output
 
     def _attend(
@@ -111,9 +115,9 @@ class MultiHeadAttention(nn.Module):
         return_weights: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Project, split into heads and attend; returns every head's output (and weights)."""
-        q = self._split_heads(self.q_proj(x))  # (B, h, L_q, d_head)
-        k = self._split_heads(self.k_proj(context))  # (B, h, L_k, d_head)
-        v = self._split_heads(self.v_proj(context))  # (B, h, L_k, d_head)
+        q = self._split_heads(self.q_proj(x))  # (B, h, L_q, head_dim)
+        k = self._split_heads(self.k_proj(context))  # (B, h, L_k, head_dim)
+        v = self._split_heads(self.v_proj(context))  # (B, h, L_k, head_dim)
         if self.rope is not None:  # positions enter the scores only: q and k, never v
             q, k = self.rope(q), self.rope(k)
         dropout_p = self.dropout if self.training else 0.0
@@ -122,8 +126,8 @@ class MultiHeadAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, L, d_model) -> (B, h, L, d_head): head i takes features i*d_head..(i+1)*d_head-1."""
-        return rearrange(t, "b l (h d_head) -> b h l d_head", h=self.n_heads)
+        """(B, L, d_model) -> (B, h, L, head_dim): head i takes features i*head_dim..(i+1)*head_dim-1."""
+        return rearrange(t, "b l (h head_dim) -> b h l head_dim", h=self.n_heads)
 
     def _check_inputs(
         self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None
@@ -214,4 +218,4 @@ class MultiHeadAttention(nn.Module):
         return module.train(self.training)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, d_head={self.d_head}, dropout={self.dropout}"
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, head_dim={self.head_dim}, dropout={self.dropout}"

@@ -98,25 +98,25 @@ class LearnedPositionalEmbedding(nn.Module):
     """Adds one trained vector per position (as BERT does).
 
     Args:
-        max_len: number of positions it has vectors for; longer inputs are an error.
         d_model: width of the token vectors.
+        max_len: number of positions it has vectors for; longer inputs are an error.
 
     Attributes:
         embedding: ``nn.Embedding(max_len, d_model)``; row p is the vector of position p,
             initialised N(0, 0.02²) as in BERT.
     """
 
-    def __init__(self, max_len: int, d_model: int) -> None:
+    def __init__(self, d_model: int, max_len: int) -> None:
         super().__init__()
-        self.max_len, self.d_model = max_len, d_model
+        self.d_model, self.max_len = d_model, max_len
         self.embedding = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, d_model) -> x + P[:L], (B, L, d_model)."""
+        """x: (B, L, d_model) -> x + P[:L], (B, L, d_model), in the dtype of ``x``."""
         _check_last_dim(x, self.d_model, "LearnedPositionalEmbedding")
         _check_length(x.shape[1], self.max_len, "LearnedPositionalEmbedding")
-        return x + self.embedding.weight[: x.shape[1]]
+        return x + self.embedding.weight[: x.shape[1]].to(x.dtype)
 
 
 def rotary_angles(

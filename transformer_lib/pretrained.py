@@ -61,7 +61,7 @@ class BertEmbeddings(nn.Module):
     ) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, hidden)
-        self.position = LearnedPositionalEmbedding(max_len, hidden)
+        self.position = LearnedPositionalEmbedding(hidden, max_len)
         self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden)
         self.norm = nn.LayerNorm(hidden, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
@@ -111,7 +111,9 @@ class BertEncoderModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        *,
+        return_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Last hidden states.
 
         Args:
@@ -119,9 +121,11 @@ class BertEncoderModel(nn.Module):
             attention_mask: (B, L), 1/True at real tokens, 0/False at padding (Hugging Face
                 style); None means every token is real.
             token_type_ids: (B, L) segment ids; None means all zeros.
+            return_weights: also return every layer's attention weights.
 
         Returns:
-            (B, L, hidden).
+            (B, L, hidden); with ``return_weights=True`` the pair ``(hidden, weights)``,
+            ``weights`` a list of ``num_hidden_layers`` tensors (B, h, L, L).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
@@ -135,7 +139,9 @@ class BertEncoderModel(nn.Module):
                     f"got {tuple(attention_mask.shape)}"
                 )
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L): True = may attend
-        return self.encoder(self.embeddings(input_ids, token_type_ids), mask)
+        return self.encoder(
+            self.embeddings(input_ids, token_type_ids), mask, return_weights=return_weights
+        )
 
 
 def bert_name_table(n_layers: int) -> dict[str, str]:

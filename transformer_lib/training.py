@@ -92,7 +92,9 @@ def train(
             at the end.
         eval_every: steps between evaluations.
         log_every: steps between training-loss records.
-        seed: seeds the batch order and dropout.
+        seed: seeds the batch order, dropout and any other random draw during training.
+            The global random state is left exactly as it was found, so calling
+            ``train`` does not change what the rest of a program draws.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -104,7 +106,42 @@ def train(
         raise ValueError(f"inputs and targets differ in length: {len(inputs)} vs {len(targets)}")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    torch.manual_seed(seed)
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"]
+    with torch.random.fork_rng(devices=sorted(set(devices), key=str)):
+        torch.manual_seed(seed)
+        return _train_loop(
+            model,
+            inputs,
+            targets,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            eval_data=eval_data,
+            eval_every=eval_every,
+            log_every=log_every,
+            seed=seed,
+            progress=progress,
+        )
+
+
+def _train_loop(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None,
+    eval_every: int,
+    log_every: int,
+    seed: int,
+    progress: bool,
+) -> History:
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(

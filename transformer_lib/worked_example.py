@@ -101,14 +101,14 @@ def encoder_layer_steps(layer: EncoderLayer, x: torch.Tensor) -> dict[str, torch
         raise ValueError(f"encoder_layer_steps: x must be (1, L, d_model), got {tuple(x.shape)}")
     attn = layer.self_attn
     steps: dict[str, torch.Tensor] = {"X": x[0]}
-    split = "b l (h d_head) -> h b l d_head"
-    q = rearrange(attn.q_proj(x), split, h=attn.n_heads)[:, 0]  # (h, L, d_head)
+    split = "b l (h head_dim) -> h b l head_dim"
+    q = rearrange(attn.q_proj(x), split, h=attn.n_heads)[:, 0]  # (h, L, head_dim)
     k = rearrange(attn.k_proj(x), split, h=attn.n_heads)[:, 0]
     v = rearrange(attn.v_proj(x), split, h=attn.n_heads)[:, 0]
     heads = []
     for i in range(attn.n_heads):
         scores = q[i] @ k[i].T
-        scaled = scores / math.sqrt(attn.d_head)
+        scaled = scores / math.sqrt(attn.head_dim)
         weights = scaled.softmax(dim=-1)
         head = weights @ v[i]
         heads.append(head)
