@@ -11,11 +11,12 @@ STAMP  := $(VENV)/.installed
 
 NOTEBOOKS := $(wildcard chapters/*.ipynb)
 
-.PHONY: help book test lint unit notebooks notebooks-portable check-notebooks execute bench figures clean
+.PHONY: help book test lint unit site-check notebooks notebooks-portable check-notebooks execute bench figures clean
 
 help:
 	@echo "make book    build the site into _build/html (warnings are errors)"
-	@echo "make test    lint + unit tests + nbval over every notebook + strict site build"
+	@echo "make test    lint + unit tests + nbval over every notebook (twice: two numeric paths)"
+	@echo "             + strict site build + every page checked in headless Chromium"
 	@echo "make execute re-execute every chapter notebook in place (after editing one)"
 	@echo "make bench   run the benchmarks against PyTorch (a few minutes)"
 	@echo "make figures redraw the code-made figures in imgs/"
@@ -32,14 +33,24 @@ book: $(STAMP) check-notebooks
 	@echo "The book is in _build/html. Open _build/html/index.html in a browser,"
 	@echo "or serve it:  $(BIN)/python -m http.server -d _build/html 8000"
 
-test: lint unit notebooks book
+test: lint unit notebooks notebooks-portable book site-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check transformer_lib tests chapters benchmarks imgs
 	$(BIN)/ruff format --check transformer_lib tests chapters benchmarks imgs
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/site
+
+# The built site in headless Chromium, every page at 1280 and 390 px (tests/site/).
+# Needs the system Chromium (Debian: apt-get install chromium) and npm for the local
+# MathJax copy; without them it is skipped with one line saying so, unless
+# SITE_CHECK_REQUIRED=1 (CI). Screenshots: _build/screenshots/.
+site-check: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+	  test -f tests/site/node_modules/mathjax/package.json || npm ci --prefix tests/site --no-audit --no-fund --silent; \
+	fi
+	$(BIN)/python -m pytest -p no:cacheprovider tests/site
 
 # nbval re-executes every notebook in a fresh kernel and compares with the committed outputs.
 # sanitize.cfg masks only numbers printed as "≈number" (transformer_lib.measured): the

@@ -127,3 +127,62 @@ def test_machine_dependent_floats_are_printed_with_measured(path):
         "with a tolerance, or add '# exact: <why>' to the line if the value is the same "
         f"on every machine (README, 'Writing a chapter'): {offenders}"
     )
+
+
+# --- Markdown that CommonMark would turn into a code block ------------------------------
+# A Markdown line indented by four spaces (outside a fenced block or a list) is an
+# indented code block: a heading or LaTeX in it is shown raw and vanishes from the page
+# contents (this happened to Chapter 4's "## 4.5").
+FENCE = re.compile(r"^\s{0,3}(```+|~~~+|:::+)")
+LIST_ITEM = re.compile(r"^\s*([-*+]|\d+[.)])\s")
+
+
+def indented_code_blocks(markdown: str) -> list[str]:
+    """Indented-code-block lines of ``markdown`` that hold a heading or ``$`` math."""
+    offenders, fence, previous_blank, in_list = [], None, True, False
+    for line in markdown.splitlines():
+        opening = FENCE.match(line)
+        if fence is not None:
+            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
+                fence = None
+            continue
+        if opening:
+            fence = opening.group(1)
+            continue
+        if not line.strip():
+            previous_blank = True
+            continue
+        if LIST_ITEM.match(line):
+            in_list = True
+        elif not line.startswith(" "):
+            in_list = False
+        indented = line.startswith("    ") or line.startswith("\t")
+        if indented and previous_blank and not in_list:
+            if "$" in line or line.strip().startswith("#"):
+                offenders.append(line)
+        previous_blank = False
+    return offenders
+
+
+def test_indented_code_block_check_catches_the_chapter_4_bug():
+    assert indented_code_blocks("Text.\n\n    ## 4.5 Stacking $N$ layers\n")
+    assert indented_code_blocks("    With $x^2$ here.")
+    assert not indented_code_blocks("## 4.5 Stacking $N$ layers\n\nText $x$.")
+    assert not indented_code_blocks("- item\n\n    continued $x$ in the item\n")
+    assert not indented_code_blocks("```python\n    # a comment in code\n```")
+    assert not indented_code_blocks("    plain indented code, no math\n")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_markdown_cell_renders_math_or_headings_as_code(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    offenders = {
+        i: lines
+        for i, cell in enumerate(cells)
+        if cell["cell_type"] == "markdown"
+        and (lines := indented_code_blocks("".join(cell["source"])))
+    }
+    assert not offenders, (
+        f"{path.name}: Markdown cells indented by four spaces render as code blocks "
+        f"(raw LaTeX, lost headings): {offenders}"
+    )
