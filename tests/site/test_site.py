@@ -233,19 +233,18 @@ OVERFLOW_JS = r"""
 }
 """
 
-# Draws a Hangul syllable with the page's body font and with a font that cannot have it:
-# if both give the same pixels, the page would show tofu boxes.
+# Draws two Hangul syllables with the page's body font, and a private-use code point that
+# no font has: a font without Hangul draws all three as the same tofu box.
 HANGUL_GLYPH_JS = r"""
 () => {
   const family = getComputedStyle(document.body).fontFamily;
-  const draw = font => {
+  const draw = text => {
     const c = document.createElement("canvas"); c.width = 64; c.height = 64;
-    const g = c.getContext("2d"); g.font = font; g.fillText("한", 8, 48);
+    const g = c.getContext("2d"); g.font = `40px ${family}`; g.fillText(text, 8, 48);
     return Array.from(g.getImageData(0, 0, 64, 64).data).join(",");
   };
-  const page = draw(`40px ${family}`);
-  const empty = new Array(64 * 64 * 4).fill(0).join(",");
-  return {family, drawn: page !== empty};
+  const han = draw("한"), guk = draw("국"), missing = draw("\uE000");
+  return {family, drawn: han !== missing && guk !== missing && han !== guk};
 }
 """
 
@@ -280,7 +279,12 @@ def test_redirect_leads_to_an_existing_page(path):
 def test_page_reads_well(browser, server, edition, page_path, width_name):
     width = WIDTHS[width_name]
     context = browser.new_context(viewport={"width": width, "height": 900})
-    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server) else serve_cdn(route))
+    context.route(
+        "**/*",
+        lambda route: (
+            route.continue_() if route.request.url.startswith(server) else serve_cdn(route)
+        ),
+    )
     page = context.new_page()
     console_errors, failed = [], []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
@@ -291,9 +295,11 @@ def test_page_reads_well(browser, server, edition, page_path, width_name):
     )
     page.on(
         "response",
-        lambda r: failed.append(f"{r.url} (HTTP {r.status})")
-        if r.url.startswith(server) and r.status >= 400
-        else None,
+        lambda r: (
+            failed.append(f"{r.url} (HTTP {r.status})")
+            if r.url.startswith(server) and r.status >= 400
+            else None
+        ),
     )
     try:
         page.goto(server + page_path, wait_until="load")
