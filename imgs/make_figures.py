@@ -1,7 +1,7 @@
 """Write the book's code-made figures into imgs/ (run: make figures).
 
-Each figure is drawn by a function of transformer_lib.viz, the same function the
-chapters call, so the files here and the chapters' pictures are one drawing.
+Each figure is drawn by a function of imgs/figures.py; the chapters show the files
+written here, and tests/test_figures.py checks that they are what the code draws today.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ matplotlib.use("Agg")
 
 import torch  # noqa: E402
 
-from transformer_lib.viz import draw_encoder_architecture, draw_worksheet  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # imgs/figures.py
+from figures import draw_encoder_architecture, draw_worksheet  # noqa: E402
+
 from transformer_lib.worked_example import (  # noqa: E402
     encoder_layer_steps,
     humane_encoder_layer,

@@ -1,6 +1,8 @@
 """Chapter 1's library: scaled dot-product attention and masks, against PyTorch's SDPA."""
 
+import inspect
 import math
+import re
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer_lib import causal_mask, padding_mask, scaled_dot_product_attention
+from transformer_lib.attention import check_mask
 
 
 def random_qkv(batch, l_q, l_k, d_k, d_v, *, dtype=torch.float32, seed=0):
@@ -205,15 +208,79 @@ def test_error_mask_not_boolean():
 @pytest.mark.parametrize("shape", [(3, 4), (5, 3), (2, 2, 3, 5), (3, 3, 5)])
 def test_error_mask_not_broadcastable(shape):
     q, k, v = random_qkv((2,), 3, 5, 4, 4)
-    with pytest.raises(ValueError, match=rf"mask of shape {re_shape(shape)} does not broadcast"):
+    message = f"mask of shape {tuple(shape)} does not broadcast"
+    with pytest.raises(ValueError, match=re.escape(message)):
         scaled_dot_product_attention(q, k, v, torch.ones(shape, dtype=torch.bool))
-
-
-def re_shape(shape):
-    return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
 
 
 def test_error_message_names_scores_shape():
     q, k, v = random_qkv((2,), 3, 5, 4, 4)
     with pytest.raises(ValueError, match=r"scores' shape \(2, 3, 5\)"):
         scaled_dot_product_attention(q, k, v, torch.ones(4, 5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    "mask", [torch.tensor(False), torch.tensor([True, False, True, False, True])]
+)
+def test_low_rank_masks_broadcast(mask):
+    q, k, v = random_qkv((2,), 3, 5, 4, 4)
+    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    expected, expected_weights = scaled_dot_product_attention(q, k, v, mask.expand(2, 3, 5))
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(weights, expected_weights)
+
+
+def test_error_mask_on_another_device():
+    q, k, v = random_qkv((2,), 3, 5, 4, 4)
+    mask = torch.ones(3, 5, dtype=torch.bool, device="meta")
+    with pytest.raises(
+        ValueError, match=re.escape("mask is on device meta but the inputs are on cpu")
+    ):
+        scaled_dot_product_attention(q, k, v, mask)
+
+
+def test_check_mask_returns_a_mask_both_paths_accept():
+    assert check_mask(torch.tensor(True), (2, 3, 5)).shape == (3, 5)
+    assert check_mask(torch.ones(5, dtype=torch.bool), (2, 3, 5)).shape == (3, 5)
+    full = torch.ones(2, 1, 5, dtype=torch.bool)
+    assert check_mask(full, (2, 3, 5)) is full
+
+
+def functions_that_take_a_mask():
+    from transformer_lib import (
+        EncoderLayer,
+        MultiHeadAttention,
+        TransformerEncoder,
+        TransformerEncoderModel,
+    )
+
+    return {
+        "scaled_dot_product_attention": scaled_dot_product_attention,
+        "check_mask": check_mask,
+        "MultiHeadAttention.forward": MultiHeadAttention.forward,
+        "EncoderLayer.forward": EncoderLayer.forward,
+        "TransformerEncoder.forward": TransformerEncoder.forward,
+        "TransformerEncoderModel.forward": TransformerEncoderModel.forward,
+    }
+
+
+@pytest.mark.parametrize("name", list(functions_that_take_a_mask()))
+def test_docs_of_every_mask_taker_state_shapes_and_the_padding_trap(name):
+    """A Hugging Face (B, L) mask is read as (L_q, L_k) when B == L: the docs must say so."""
+    doc = " ".join(inspect.getdoc(functions_that_take_a_mask()[name]).split())
+    assert "broadcastable to" in doc or "broadcasts" in doc
+    assert "padding_mask" in doc and "(B, 1, 1, L" in doc
+    assert "would be read as (L_q, L_k)" in doc
+
+
+def test_the_padding_trap_is_real_and_padding_mask_avoids_it():
+    """(B, L) with B == L broadcasts, as (L_q, L_k): a silent wrong answer, hence the docs."""
+    ids = torch.tensor([[5, 6, 0], [7, 0, 0], [8, 9, 4]])  # B = L = 3
+    q, k, v = random_qkv((3,), 3, 3, 4, 4)
+    right, _ = scaled_dot_product_attention(q, k, v, padding_mask(ids, 0)[:, 0])
+    wrong, _ = scaled_dot_product_attention(q, k, v, ids != 0)
+    assert not torch.allclose(right, wrong)
+    for b in range(3):
+        keep = ids[b] != 0
+        expected, _ = scaled_dot_product_attention(q[b], k[b][keep], v[b][keep])
+        torch.testing.assert_close(right[b], expected)

@@ -1,5 +1,7 @@
 """Chapter 6's toy tasks: shapes, determinism, correctness and clear errors."""
 
+import re
+
 import pytest
 import torch
 
@@ -33,14 +35,24 @@ def test_targets_are_right():
             assert c[i] == (row == token).sum()
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="n_samples must be at least 1, got 0"):
-        reversal_task(0, 5, 10)
-    with pytest.raises(ValueError, match="length must be at least 1, got 0"):
-        sort_task(3, 0, 10)
-    with pytest.raises(
-        ValueError, match=r"vocab_size must be at least 2 \(id 0 is padding\), got 1"
-    ):
-        count_task(3, 4, 1)
-    with pytest.raises(ValueError, match=r"k must be in 1..length-1 = 1..4, got k=5"):
-        copy_back_task(3, 5, 10, k=5)
+@pytest.mark.parametrize(
+    ("task", "args", "message"),
+    [
+        (reversal_task, (0, 5, 10), "n_samples must be at least 1, got 0"),
+        (sort_task, (3, 0, 10), "length must be at least 1, got 0"),
+        (count_task, (3, 4, 1), "vocab_size must be at least 2 (id 0 is padding), got 1"),
+        (copy_back_task, (3, 5, 10), None),
+        (copy_back_task, (3, 0, 10), "length must be at least 1, got 0"),
+        (copy_back_task, (3, -2, 10), "length must be at least 1, got -2"),
+        (copy_back_task, (0, 5, 10), "n_samples must be at least 1, got 0"),
+    ],
+    ids=["n_samples", "length", "vocab", "k", "copy-length-0", "copy-length-neg", "copy-n"],
+)
+def test_bad_arguments(task, args, message):
+    """copy_back_task(length <= 0) used to complain about k."""
+    if message is None:  # k too large for the length
+        with pytest.raises(ValueError, match=re.escape("k must be in 1..length-1 = 1..4, got k=5")):
+            task(*args, k=5)
+        return
+    with pytest.raises(ValueError, match=re.escape(message)):
+        task(*args)

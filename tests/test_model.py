@@ -1,6 +1,7 @@
 """The model from token ids to hidden states, with every positional choice wired."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -82,20 +83,41 @@ def test_mean_pool():
     torch.testing.assert_close(pooled, hidden[:, :2].mean(1))
     assert (mean_pool(hidden, torch.zeros(1, 4)) == 0).all()
     with pytest.raises(
-        ValueError, match=r"attention_mask must be \(B, L\) = \(1, 4\), got shape \(4,\)"
+        ValueError, match=re.escape("attention_mask must be (B, L) = (1, 4), got shape (4,)")
     ):
         mean_pool(hidden, torch.ones(4))
 
 
-def test_config_errors():
-    with pytest.raises(ValueError, match="unknown positional 'alibi'"):
-        config(positional="alibi")
-    with pytest.raises(ValueError, match="pad_id=12 is not a token id of vocab_size=12"):
-        config(pad_id=12)
-    with pytest.raises(ValueError, match="d_model=16 is not divisible by n_heads=3"):
-        TransformerEncoderModel(config(n_heads=3, positional="rotary"))
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"positional": "alibi"}, "unknown positional 'alibi'"),
+        ({"pad_id": 12}, "pad_id=12 is not a token id of vocab_size=12"),
+        ({"n_heads": 3}, "d_model=16 is not divisible by n_heads=3"),
+        ({"d_model": 0}, "d_model must be a positive integer, got d_model=0"),
+        ({"max_len": -1}, "max_len must be a positive integer, got max_len=-1"),
+        ({"vocab_size": 0}, "vocab_size must be a positive integer, got vocab_size=0"),
+        ({"n_heads": 0}, "n_heads must be a positive integer, got n_heads=0"),
+        ({"d_ff": 0}, "d_ff must be a positive integer, got d_ff=0"),
+        ({"n_layers": 0}, "n_layers must be a positive integer, got n_layers=0"),
+        ({"d_model": 16.0}, "d_model must be a positive integer, got d_model=16.0"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1), got dropout=1.0"),
+        ({"activation": "tanh"}, "unknown activation='tanh'"),
+        ({"layer_norm_eps": 0.0}, "layer_norm_eps must be positive, got 0.0"),
+        ({"d_model": 12, "n_heads": 4, "positional": "rotary"}, "even head_dim"),
+        ({"d_model": 15, "n_heads": 5}, "positional='sinusoidal' needs an even d_model"),
+    ],
+    ids=lambda value: str(value) if isinstance(value, dict) else "",
+)
+def test_config_errors(change, message):
+    """Each bad field is a ValueError that names it (d_model=0 was a ZeroDivisionError)."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config(**change)
+
+
+def test_model_input_errors():
     model = TransformerEncoderModel(config(positional="learned"))
-    with pytest.raises(ValueError, match="L=21 exceeds max_len=20"):
+    with pytest.raises(ValueError, match=re.escape("L=21 exceeds max_len=20")):
         model(torch.ones(1, 21, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"ids must be \(B, L\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=re.escape("ids must be (B, L), got shape (3,)")):
         model(torch.ones(3, dtype=torch.long))

@@ -1,5 +1,7 @@
 """Chapter 2's library: MultiHeadAttention against torch.nn.MultiheadAttention."""
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -19,17 +21,16 @@ def pair(d_model=16, n_heads=4, *, bias=True, seed=0):
     return MultiHeadAttention.from_torch(theirs).eval(), theirs.eval()
 
 
-def test_submodules_and_parameter_count():
-    for h in (1, 2, 4, 8):
-        m = MultiHeadAttention(32, h)
-        assert [name for name, _ in m.named_children()] == [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "out_proj",
-        ]
-        assert all(isinstance(getattr(m, n), nn.Linear) for n in ("q_proj", "out_proj"))
-        assert sum(p.numel() for p in m.parameters()) == 4 * 32 * 32 + 4 * 32
+@pytest.mark.parametrize("h", [1, 2, 4, 8])
+def test_submodules_and_parameter_count(h):
+    m = MultiHeadAttention(32, h)
+    assert m.head_dim == 32 // h
+    assert [name for name, _ in m.named_children()] == ["q_proj", "k_proj", "v_proj", "out_proj"]
+    assert all(isinstance(getattr(m, n), nn.Linear) for n in ("q_proj", "out_proj"))
+    assert sum(p.numel() for p in m.parameters()) == 4 * 32 * 32 + 4 * 32
+
+
+def test_parameter_count_without_bias():
     assert sum(p.numel() for p in MultiHeadAttention(32, 4, bias=False).parameters()) == 4 * 32 * 32
 
 
@@ -157,13 +158,6 @@ def test_from_torch_keeps_dropout_and_mode():
     assert not MultiHeadAttention.from_torch(theirs.eval()).training
 
 
-def test_from_torch_rejects_unsupported():
-    with pytest.raises(ValueError, match="kdim=4, vdim=4"):
-        MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 2, kdim=4, vdim=4))
-    with pytest.raises(ValueError, match="add_bias_kv"):
-        MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 2, add_bias_kv=True))
-
-
 def test_dropout_only_in_training():
     torch.manual_seed(0)
     m = MultiHeadAttention(16, 4, dropout=0.5)
@@ -186,51 +180,121 @@ def test_heads_split_is_per_head_slice():
     assert not torch.allclose(after[:, 1], before[:, 1])
 
 
-def test_error_d_model_not_divisible():
-    with pytest.raises(
-        ValueError, match=r"d_model=10 is not divisible by n_heads=4 \(d_model / n_heads = 2.5\)"
-    ):
-        MultiHeadAttention(10, 4)
-    with pytest.raises(ValueError, match="must be positive"):
-        MultiHeadAttention(8, 0)
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
-        MultiHeadAttention(8, 2, dropout=1.5)
+@pytest.mark.parametrize(
+    ("args", "options", "message"),
+    [
+        ((10, 4), {}, "d_model=10 is not divisible by n_heads=4 (d_model / n_heads = 2.5)"),
+        ((8, 0), {}, "n_heads must be a positive integer, got n_heads=0"),
+        ((0, 2), {}, "d_model must be a positive integer, got d_model=0"),
+        ((8, 2), {"dropout": 1.5}, "dropout must be in [0, 1), got 1.5"),
+    ],
+    ids=["not-divisible", "n_heads=0", "d_model=0", "dropout"],
+)
+def test_error_bad_sizes(args, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MultiHeadAttention(*args, **options)
 
 
-def test_error_wrong_last_dimension():
+@pytest.mark.parametrize(
+    ("x", "context", "message"),
+    [
+        ((2, 5, 12), None, "x must be (B, L, d_model=16), got shape (2, 5, 12)"),
+        ((2, 5, 16), (2, 5, 8), "context must be (B, L, d_model=16), got shape (2, 5, 8)"),
+        ((5, 16), None, "x must be (B, L, d_model=16), got shape (5, 16)"),
+    ],
+    ids=["x", "context", "unbatched"],
+)
+def test_error_wrong_shape(x, context, message):
     m = MultiHeadAttention(16, 4)
-    with pytest.raises(ValueError, match=r"x must be \(B, L, d_model=16\), got shape \(2, 5, 12\)"):
-        m(torch.randn(2, 5, 12))
-    with pytest.raises(
-        ValueError, match=r"context must be \(B, L, d_model=16\), got shape \(2, 5, 8\)"
-    ):
-        m(torch.randn(2, 5, 16), context=torch.randn(2, 5, 8))
-    with pytest.raises(ValueError, match=r"x must be \(B, L, d_model=16\), got shape \(5, 16\)"):
-        m(torch.randn(5, 16))
+    context = None if context is None else torch.randn(context)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        m(torch.randn(x), context=context)
 
 
 def test_error_batch_sizes_differ():
     m = MultiHeadAttention(16, 4)
     with pytest.raises(
-        ValueError, match=r"x is \(2, 5, 16\) \(B=2\), context is \(3, 5, 16\) \(B=3\)"
+        ValueError, match=re.escape("x is (2, 5, 16) (B=2), context is (3, 5, 16) (B=3)")
     ):
         m(torch.randn(2, 5, 16), context=torch.randn(3, 5, 16))
 
 
 def test_error_mask_not_broadcastable():
     m = MultiHeadAttention(16, 4)
-    with pytest.raises(
-        ValueError, match=r"mask of shape \(5, 4\) does not broadcast .* \(2, 4, 5, 6\)"
-    ):
+    message = "mask of shape (5, 4) does not broadcast to the scores' shape (2, 4, 5, 6)"
+    with pytest.raises(ValueError, match=re.escape(message)):
         m(torch.randn(2, 5, 16), torch.ones(5, 4, dtype=torch.bool), context=torch.randn(2, 6, 16))
-    with pytest.raises(TypeError, match="mask must be boolean"):
+    with pytest.raises(TypeError, match=re.escape("mask must be boolean")):
         m(torch.randn(2, 5, 16), mask=torch.ones(5, 5))
 
 
 def test_error_rope_wrong_type_or_width():
     from transformer_lib import RotaryEmbedding
 
-    with pytest.raises(TypeError, match="rope must be a RotaryEmbedding or None, got Identity"):
+    with pytest.raises(
+        TypeError, match=re.escape("rope must be a RotaryEmbedding or None, got Identity")
+    ):
         MultiHeadAttention(16, 4, rope=nn.Identity())
-    with pytest.raises(ValueError, match=r"rope.head_dim=8 must equal d_model / n_heads = 4"):
+    with pytest.raises(
+        ValueError, match=re.escape("rope.head_dim=8 must equal d_model / n_heads = 4")
+    ):
         MultiHeadAttention(16, 4, rope=RotaryEmbedding(8))
+
+
+# ---------------------------------------------------------------- the (x, mask) signature
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_mask_is_the_second_positional_argument(return_weights):
+    ours, _ = pair()
+    x = torch.randn(2, 5, 16)
+    mask = causal_mask(5)
+    positional = ours(x, mask, return_weights=return_weights)
+    keyword = ours(x, mask=mask, return_weights=return_weights)
+    for a, b in (
+        zip(positional, keyword, strict=True) if return_weights else [(positional, keyword)]
+    ):
+        assert torch.equal(a, b)
+    assert not torch.allclose(ours(x, mask), ours(x))  # the mask is used, not dropped
+
+
+def test_context_is_keyword_only():
+    ours, _ = pair()
+    x = torch.randn(2, 5, 16)
+    with pytest.raises(TypeError):
+        ours(x, None, x)
+
+
+# ---------------------------------------------------------------- masks of any rank, on both paths
+
+
+@pytest.mark.parametrize("path", ["fast", "teaching"])
+@pytest.mark.parametrize(
+    "mask",
+    [
+        torch.tensor([True, False, True, True, False, True]),  # (L_k,)
+        torch.tensor(True),  # 0-d: every key
+        torch.tensor([True]),  # (1,)
+    ],
+    ids=["rank-1", "0-d", "rank-1-size-1"],
+)
+def test_low_rank_masks_broadcast_on_both_paths(path, mask):
+    """A rank-1 or 0-d mask broadcasts like any tensor; the fast path raised IndexError."""
+    ours, _ = pair()
+    x, context = torch.randn(2, 4, 16), torch.randn(2, 6, 16)
+    full = mask.expand(2, 4, 4, 6)
+    expected = ours(x, full, context=context)
+    got = ours(x, mask, context=context, return_weights=path == "teaching")
+    got = got[0] if path == "teaching" else got
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("path", ["fast", "teaching"])
+def test_mask_on_another_device_is_refused(path):
+    """A meta mask with CPU inputs gave different garbage on each call of the fast path."""
+    ours, _ = pair()
+    x = torch.randn(2, 5, 16)
+    mask = torch.ones(5, 5, dtype=torch.bool, device="meta")
+    message = "mask is on device meta but the inputs are on cpu"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ours(x, mask, return_weights=path == "teaching")

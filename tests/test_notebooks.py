@@ -85,7 +85,8 @@ def test_no_memory_addresses_in_outputs(path):
 # value is the same everywhere (exact small-integer arithmetic, a value rounded far
 # coarser than its stated error bound, a constant).
 FLOAT_FORMAT = re.compile(
-    r"\{[^{}]*?:[^{}'\"]*[eEfFgG%]\}|format\([^()]*,\s*['\"][^'\"]*[eEfFgG%]['\"]\)"
+    r"\{[^{}]*?:(?:.?[<>=^])?[+\- ]?z?#?0?\d*[,_]?(?:\.\d+)?[eEfFgG%]\}"
+    r"|format\([^()]*,\s*['\"][^'\"]*[eEfFgG%]['\"]\)"
 )
 EXACT_MARKER = re.compile(r"#\s*exact:\s*\S")
 IGNORED_OUTPUT = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")
@@ -111,6 +112,8 @@ def test_float_format_lint_catches_plain_fstrings():
     assert not unmarked_float_formats('print(f"accuracy {measured(acc)}")')
     assert not unmarked_float_formats('print(f"{x:.1f}")  # exact: a multiple of 0.5')
     assert not unmarked_float_formats('print(f"{n:d} tokens, {name!r}")')
+    assert not unmarked_float_formats('f(**{"return_weights": True})')
+    assert unmarked_float_formats('print(f"{x:>8.3f} {y:+.1%}")')
     assert not unmarked_float_formats('# NBVAL_IGNORE_OUTPUT\nprint(f"{t:.2f} ms")')
 
 

@@ -1,6 +1,7 @@
 """Chapter 3's library: sinusoidal, learned and rotary positions."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -13,21 +14,24 @@ from transformer_lib import (
     SinusoidalPositionalEncoding,
     scaled_dot_product_attention,
 )
-from transformer_lib.positional import rotary_angles, sinusoidal_table
+from transformer_lib.positional import apply_rotary, rotary_angles, sinusoidal_table
 
 # ---------------------------------------------------------------- sinusoidal
 
 
-def test_sinusoidal_closed_form():
+@pytest.mark.parametrize("pos", [0, 1, 7, 49])
+@pytest.mark.parametrize("i", range(4))
+def test_sinusoidal_closed_form(pos, i):
     d_model, base = 8, 10000.0
     pe = SinusoidalPositionalEncoding(d_model, max_len=50, base=base).pe
     assert pe.shape == (50, 8)
-    for pos in (0, 1, 7, 49):
-        for i in range(d_model // 2):
-            angle = pos / base ** (2 * i / d_model)
-            assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
-            assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
-    assert pe[0].tolist() == [0.0, 1.0] * 4
+    angle = pos / base ** (2 * i / d_model)
+    assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_sinusoidal_position_zero():
+    assert SinusoidalPositionalEncoding(8, max_len=2).pe[0].tolist() == [0.0, 1.0] * 4
 
 
 def test_sinusoidal_adds_table_and_is_not_in_state_dict():
@@ -52,12 +56,14 @@ def test_sinusoidal_shift_is_a_rotation():
 
 
 def test_sinusoidal_errors():
-    with pytest.raises(ValueError, match="even d_model, got d_model=7"):
+    with pytest.raises(ValueError, match=re.escape("even d_model, got d_model=7")):
         SinusoidalPositionalEncoding(7)
     module = SinusoidalPositionalEncoding(4, max_len=3)
-    with pytest.raises(ValueError, match=r"L=4 exceeds max_len=3"):
+    with pytest.raises(ValueError, match=re.escape("L=4 exceeds max_len=3")):
         module(torch.zeros(1, 4, 4))
-    with pytest.raises(ValueError, match=r"x must be \(B, L, d_model=4\), got shape \(1, 2, 5\)"):
+    with pytest.raises(
+        ValueError, match=re.escape("x must be (B, L, d_model=4), got shape (1, 2, 5)")
+    ):
         module(torch.zeros(1, 2, 5))
 
 
@@ -75,10 +81,34 @@ def test_learned_adds_one_trained_vector_per_position():
 
 def test_learned_errors():
     module = LearnedPositionalEmbedding(2, 4)
-    with pytest.raises(ValueError, match=r"L=5 exceeds max_len=4"):
+    with pytest.raises(ValueError, match=re.escape("L=5 exceeds max_len=4")):
         module(torch.zeros(1, 5, 2))
-    with pytest.raises(ValueError, match=r"d_model=2\), got shape \(1, 3, 3\)"):
+    with pytest.raises(ValueError, match=re.escape("d_model=2), got shape (1, 3, 3)")):
         module(torch.zeros(1, 3, 3))
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        (LearnedPositionalEmbedding, (8, -1), "max_len must be a positive integer, got max_len=-1"),
+        (LearnedPositionalEmbedding, (0, 8), "d_model must be a positive integer, got d_model=0"),
+        (SinusoidalPositionalEncoding, (8, 0), "max_len must be a positive integer, got max_len=0"),
+    ],
+    ids=["learned-max_len", "learned-d_model", "sinusoidal-max_len"],
+)
+def test_positional_sizes_must_be_positive(module, args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        module(*args)
+
+
+def test_learned_keeps_the_dtype_of_its_input():
+    """It used to promote float16 inputs to float32 (the table's dtype)."""
+    module = LearnedPositionalEmbedding(4, 10)
+    x = torch.randn(2, 3, 4).half()
+    out = module(x)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, (x.float() + module.embedding.weight[:3]).half())
+    assert module(x.double()).dtype == torch.float64
 
 
 # ---------------------------------------------------------------- rotary
@@ -113,9 +143,9 @@ def reference_rope_interleaved(x, base=10000.0):
 def test_rope_matches_reference(interleaved):
     x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
     reference = reference_rope_interleaved if interleaved else reference_rope_split_half
-    # angles are float32 by design, so agreement is to float32 precision
+    # angles are float64, so float64 inputs agree to float64 precision
     torch.testing.assert_close(
-        RotaryEmbedding(8, interleaved=interleaved)(x), reference(x), atol=1e-6, rtol=1e-5
+        RotaryEmbedding(8, interleaved=interleaved)(x), reference(x), atol=1e-12, rtol=1e-12
     )
 
 
@@ -167,16 +197,59 @@ def test_rope_half_precision_is_computed_in_float32():
 
 def test_rotary_angles():
     angles = rotary_angles(3, 4, base=100.0, offset=2)
-    expected = torch.tensor([[m * 1.0, m * 0.1] for m in (2, 3, 4)])
+    assert angles.dtype == torch.float64
+    expected = torch.tensor([[m * 1.0, m * 0.1] for m in (2, 3, 4)], dtype=torch.float64)
     torch.testing.assert_close(angles, expected)
 
 
+def exact_rope(x, offset, base=10000.0):
+    """Split-half RoPE with every angle computed by Python's float64 math, one by one."""
+    L, d = x.shape[-2], x.shape[-1]
+    out = torch.empty_like(x, dtype=torch.float64)
+    x = x.double()
+    for m in range(L):
+        for i in range(d // 2):
+            angle = (offset + m) * base ** (-2 * i / d)
+            c, s = math.cos(angle), math.sin(angle)
+            a, b = x[..., m, i], x[..., m, i + d // 2]
+            out[..., m, i] = a * c - b * s
+            out[..., m, i + d // 2] = a * s + b * c
+    return out
+
+
+def test_rope_float64_is_exact_at_large_positions():
+    """Angles were float32: 1e-3 off at position 16 000; now 1e-9 at position 10^6."""
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    for offset in (16_000, 10**6):
+        got = RotaryEmbedding(8)(x, offset=offset)
+        assert (got - exact_rope(x, offset)).abs().max() < 1e-9, offset
+
+
+def test_rope_float32_at_offset_beyond_float32_integers():
+    """2**24 + 1 is not a float32: the rotation was of position 2**24, completely wrong."""
+    offset = 2**24 + 1
+    x = torch.randn(2, 5, 8)
+    got = RotaryEmbedding(8)(x, offset=offset)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact_rope(x, offset), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_rope_refuses_non_floating_inputs(dtype):
+    """An integer vector used to be rotated and truncated back to integers."""
+    x = torch.ones(2, 3, 4, dtype=dtype)
+    with pytest.raises(TypeError, match=re.escape(f"x must be floating point, got dtype {dtype}")):
+        RotaryEmbedding(4)(x)
+    with pytest.raises(TypeError, match=re.escape("apply_rotary: x must be floating point")):
+        apply_rotary(x, rotary_angles(3, 4))
+
+
 def test_rope_errors():
-    with pytest.raises(ValueError, match="even head_dim, got head_dim=5"):
+    with pytest.raises(ValueError, match=re.escape("even head_dim, got head_dim=5")):
         RotaryEmbedding(5)
-    with pytest.raises(ValueError, match=r"head_dim=4\), got shape \(2, 6\)"):
+    with pytest.raises(ValueError, match=re.escape("head_dim=4), got shape (2, 6)")):
         RotaryEmbedding(4)(torch.zeros(2, 6))
-    with pytest.raises(ValueError, match="even head_dim"):
+    with pytest.raises(ValueError, match=re.escape("even head_dim")):
         rotary_angles(3, 3)
 
 
@@ -210,5 +283,5 @@ def test_multi_head_attention_with_rope_sees_order():
 
 
 def test_to_torch_refuses_rope():
-    with pytest.raises(ValueError, match="no rotary"):
+    with pytest.raises(ValueError, match=re.escape("no rotary")):
         MultiHeadAttention(8, 2, rope=RotaryEmbedding(4)).to_torch()

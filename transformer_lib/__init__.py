@@ -9,10 +9,15 @@ One module per chapter:
 * :mod:`transformer_lib.model`: token ids to hidden states, with task heads.
 * :mod:`transformer_lib.data`, :mod:`transformer_lib.training` (Chapter 6): toy tasks and a training loop.
 * :mod:`transformer_lib.pretrained` (Chapter 7): BERT checkpoints such as all-MiniLM-L6-v2.
+* :mod:`transformer_lib.decoder`, :mod:`transformer_lib.seq2seq`, :mod:`transformer_lib.korean_numbers` (Chapter 8): the decoder, its KV cache, the encoder–decoder model and its task.
+* :mod:`transformer_lib.efficient` (Chapter 9): online softmax, chunked and tiled (FlashAttention-style) attention.
+* :mod:`transformer_lib.interop`: converters to and from PyTorch's modules (``from_torch``/``to_torch``).
 * :mod:`transformer_lib.viz`: plotting helpers used by the chapters.
 """
 
 from transformer_lib.attention import causal_mask, padding_mask, scaled_dot_product_attention
+from transformer_lib.decoder import DecoderLayer, KVCache, TransformerDecoder
+from transformer_lib.efficient import chunked_attention, flash_attention, online_softmax
 from transformer_lib.encoder import EncoderLayer, FeedForward, TransformerEncoder
 from transformer_lib.model import (
     EncoderConfig,
@@ -26,6 +31,7 @@ from transformer_lib.positional import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
 )
+from transformer_lib.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from transformer_lib.viz import plot_attention
 
 __all__ = [
@@ -36,11 +42,19 @@ __all__ = [
     "EncoderLayer",
     "FeedForward",
     "TransformerEncoder",
+    "DecoderLayer",
+    "KVCache",
+    "TransformerDecoder",
+    "Seq2SeqConfig",
+    "Seq2SeqTransformer",
     "LearnedPositionalEmbedding",
     "RotaryEmbedding",
     "SinusoidalPositionalEncoding",
     "MultiHeadAttention",
     "causal_mask",
+    "chunked_attention",
+    "flash_attention",
+    "online_softmax",
     "padding_mask",
     "plot_attention",
     "scaled_dot_product_attention",

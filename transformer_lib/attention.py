@@ -6,7 +6,12 @@ Conventions of the whole book:
 * a boolean mask means **True = may attend** (as in
   :func:`torch.nn.functional.scaled_dot_product_attention` and Hugging Face's
   ``attention_mask``). :class:`torch.nn.MultiheadAttention` uses the opposite
-  polarity; convert with ``~mask``.
+  polarity; convert with ``~mask``;
+* a mask broadcasts against the scores (..., L_q, L_k) from the right, like any
+  tensor: a 2-D mask is (L_q, L_k), a 1-D mask is (L_k,). A Hugging Face-style
+  ``(B, L)`` padding mask is therefore **not** a valid mask as it stands: when B = L it
+  would silently be read as (L_q, L_k). Build key-padding masks with
+  :func:`padding_mask`, which gives (B, 1, 1, L).
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ def scaled_dot_product_attention(
         q: queries, (..., L_q, d_k).
         k: keys, (..., L_k, d_k).
         v: values, (..., L_k, d_v).
-        mask: bool, broadcastable to (..., L_q, L_k); True = may attend.
+        mask: bool, broadcastable to (..., L_q, L_k); True = may attend; on the
+            device of q. Accepted shapes include (L_k,), (L_q, L_k), (B, 1, L_k) and,
+            with heads, (B, 1, 1, L_k) from :func:`padding_mask` and (B, h, L_q, L_k).
+            A (B, L_k) padding mask would be read as (L_q, L_k): use :func:`padding_mask`.
             A query whose keys are all masked gets all-zero weights and an
             all-zero output (never NaN, forward or backward).
         dropout_p: probability of zeroing an attention weight (training only;
@@ -48,7 +56,8 @@ def scaled_dot_product_attention(
 
     Raises:
         ValueError: q/k feature sizes differ, k/v lengths differ, the leading
-            (batch) axes do not broadcast, or the mask does not broadcast.
+            (batch) axes do not broadcast, or the mask does not broadcast or is on
+            another device.
         TypeError: the mask is not boolean, or q, k, v are not floating point.
     """
     _check_qkv(q, k, v)
@@ -57,7 +66,7 @@ def scaled_dot_product_attention(
     if mask is None:
         weights = scores.softmax(dim=-1)
     else:
-        check_mask(mask, scores.shape)
+        mask = check_mask(mask, scores.shape, device=scores.device)
         # A finite "minus infinity": a fully masked row becomes a uniform softmax
         # (not 0/0 = NaN), which the final multiplication by the mask zeroes.
         very_negative = torch.finfo(scores.dtype).min
@@ -125,22 +134,42 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         ) from None
 
 
-def check_mask(mask: torch.Tensor, scores_shape: torch.Size | tuple[int, ...]) -> None:
-    """Raise a clear error unless ``mask`` is boolean and broadcasts to ``scores_shape``.
+def check_mask(
+    mask: torch.Tensor,
+    scores_shape: torch.Size | tuple[int, ...],
+    *,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Raise a clear error unless ``mask`` is a boolean mask for scores of ``scores_shape``.
+
+    A mask broadcasts from the right: (L_k,) is one row for every query, (L_q, L_k) one
+    pattern for every batch and head, (B, 1, 1, L_k) (from :func:`padding_mask`) one
+    key-padding row per sequence. A Hugging Face-style (B, L_k) mask would be read as
+    (L_q, L_k), so build key-padding masks with :func:`padding_mask`.
 
     Args:
         mask: the mask to check; True = may attend.
         scores_shape: the shape of the attention scores, (..., L_q, L_k).
+        device: the inputs' device; the mask must be on it. None skips this check.
+
+    Returns:
+        The mask with at least two axes (a 0-d or (L_k,) mask expanded, as a view, to
+        (L_q, L_k)), as :func:`torch.nn.functional.scaled_dot_product_attention` needs.
 
     Raises:
         TypeError: the mask is not boolean.
-        ValueError: the mask does not broadcast to ``scores_shape``.
+        ValueError: the mask does not broadcast to ``scores_shape``, or is on another device.
     """
     scores_shape = torch.Size(scores_shape)
     if mask.dtype != torch.bool:
         raise TypeError(
             f"mask must be boolean (True = may attend), got dtype {mask.dtype}; "
             "for a 0/1 mask use mask.bool()"
+        )
+    if device is not None and mask.device != torch.device(device):
+        raise ValueError(
+            f"mask is on device {mask.device} but the inputs are on {device}; "
+            "move it with mask.to(device)"
         )
     expected = tuple(scores_shape)
     try:
@@ -152,3 +181,6 @@ def check_mask(mask: torch.Tensor, scores_shape: torch.Size | tuple[int, ...]) -
             f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
             f"{expected} (..., L_q, L_k)"
         )
+    if mask.dim() < 2:
+        return mask.expand(scores_shape[-2:])
+    return mask

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from transformer_lib.korean_numbers import korean_number, korean_number_pairs, split_numbers
+
 __all__ = ["IGNORE", "PAD", "copy_back_task", "count_task", "reversal_task", "sort_task"]
+__all__ += ["korean_number", "korean_number_pairs", "split_numbers"]  # Chapter 8's task
 
 PAD = 0  #: the padding id, never drawn as a token
 IGNORE = (
@@ -17,13 +20,17 @@ IGNORE = (
 )  #: target of positions that are not graded (the default ignore_index of cross_entropy)
 
 
-def _random_tokens(n_samples: int, length: int, vocab_size: int, seed: int) -> torch.Tensor:
+def _check_sizes(n_samples: int, length: int, vocab_size: int) -> None:
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
     if length < 1:
         raise ValueError(f"length must be at least 1, got {length}")
     if vocab_size < 2:
         raise ValueError(f"vocab_size must be at least 2 (id 0 is padding), got {vocab_size}")
+
+
+def _random_tokens(n_samples: int, length: int, vocab_size: int, seed: int) -> torch.Tensor:
+    _check_sizes(n_samples, length, vocab_size)
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(1, vocab_size, (n_samples, length), generator=generator)
 
@@ -49,6 +56,7 @@ def copy_back_task(
         The pair ``(inputs, targets)``, both (N, L), with ``targets[:, i] = inputs[:, i - k]``;
         the first k positions have no such token and are ``IGNORE``.
     """
+    _check_sizes(n_samples, length, vocab_size)
     if not 1 <= k < length:
         raise ValueError(f"k must be in 1..length-1 = 1..{length - 1}, got k={k}")
     inputs = _random_tokens(n_samples, length, vocab_size, seed)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,7 +77,8 @@ class EncoderLayer(nn.Module):
         dropout: dropout probability (training only).
         activation: ``"relu"`` or ``"gelu"``.
         norm_first: pre-LN when True, post-LN when False.
-        layer_norm_eps: the epsilon of both LayerNorms.
+        layer_norm_eps: the epsilon of both LayerNorms (each keeps its own ``eps``
+            attribute afterwards; converters copy them one by one).
         bias: whether the linear maps and LayerNorms have biases.
         rope: a rotary embedding passed to the attention (Chapter 3), or None.
 
@@ -118,104 +117,65 @@ class EncoderLayer(nn.Module):
 
         Args:
             x: (B, L, d_model).
-            mask: bool, broadcastable to (B, h, L, L); True = may attend.
+            mask: bool, broadcastable to (B, h, L, L); True = may attend; shapes as in
+                :meth:`MultiHeadAttention.forward <transformer_lib.multi_head.MultiHeadAttention.forward>`.
+                Build a key-padding mask with :func:`~transformer_lib.attention.padding_mask`
+                ((B, 1, 1, L)); a (B, L) mask would be read as (L_q, L_k).
             return_weights: also return the attention weights (B, h, L, L).
 
         Returns:
             (B, L, d_model), or ``(output, weights)`` with ``return_weights=True``.
         """
-        weights: list[torch.Tensor] = []
-        record = weights if return_weights else None
         if self.norm_first:
-            x = x + self._attention_block(self.norm1(x), mask, record)
+            attended, weights = self._attention_block(self.norm1(x), mask, return_weights)
+            x = x + attended
             x = x + self._feed_forward_block(self.norm2(x))
         else:
-            x = self.norm1(x + self._attention_block(x, mask, record))
+            attended, weights = self._attention_block(x, mask, return_weights)
+            x = self.norm1(x + attended)
             x = self.norm2(x + self._feed_forward_block(x))
-        return (x, weights[0]) if return_weights else x
+        return (x, weights) if return_weights else x
 
     def _attention_block(
-        self, x: torch.Tensor, mask: torch.Tensor | None, record: list[torch.Tensor] | None
-    ) -> torch.Tensor:
-        """Self-attention and its dropout; appends the attention weights to ``record`` if given."""
-        if record is None:
-            return self.dropout1(self.self_attn(x, mask=mask))
-        attended, weights = self.self_attn(x, mask=mask, return_weights=True)
-        record.append(weights)
-        return self.dropout1(attended)
+        self, x: torch.Tensor, mask: torch.Tensor | None, return_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Self-attention and its dropout; returns the attention weights too when asked."""
+        if not return_weights:
+            return self.dropout1(self.self_attn(x, mask)), None
+        attended, weights = self.self_attn(x, mask, return_weights=True)
+        return self.dropout1(attended), weights
 
     def _feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout2(self.ff(x))
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
-        """Copy a ``torch.nn.TransformerEncoderLayer`` (relu or gelu, either ``norm_first``).
+        """Copy a ``torch.nn.TransformerEncoderLayer`` (batch-first, relu or exact gelu).
 
-        Its ``self_attn`` is copied with :meth:`~transformer_lib.multi_head.MultiHeadAttention.from_torch`,
-        ``linear1``/``linear2`` become ``ff.linear1``/``ff.linear2``.
+        Its ``self_attn`` is copied as by :meth:`~transformer_lib.multi_head.MultiHeadAttention.from_torch`,
+        ``linear1``/``linear2`` become ``ff.linear1``/``ff.linear2``; each LayerNorm keeps its
+        ``eps`` and each dropout its ``p``. The copy is on the source's device, in its dtype
+        (see :func:`transformer_lib.interop.encoder_layer_from_torch`).
+
+        Raises:
+            ValueError: the layer cannot be represented (``batch_first=False``, tanh-GELU or
+                another activation, a norm that is not an affine ``nn.LayerNorm``).
         """
-        activation = _torch_activation_name(layer)
-        bias = layer.linear1.bias is not None
-        ours = cls(
-            layer.self_attn.embed_dim,
-            layer.self_attn.num_heads,
-            layer.linear1.out_features,
-            dropout=layer.dropout.p,
-            activation=activation,
-            norm_first=layer.norm_first,
-            layer_norm_eps=layer.norm1.eps,
-            bias=bias,
-        )
-        ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
-        for ours_sub, theirs_sub in ours._torch_counterparts(layer):
-            ours_sub.load_state_dict(theirs_sub.state_dict())
-        return ours.to(layer.linear1.weight.dtype).train(layer.training)
+        from transformer_lib.interop import encoder_layer_from_torch
+
+        return encoder_layer_from_torch(layer)
 
     def to_torch(self) -> nn.TransformerEncoderLayer:
         """Return a ``torch.nn.TransformerEncoderLayer(batch_first=True)`` with these weights.
 
         Its masks use the opposite polarity: ``src_mask=~mask``, ``src_key_padding_mask=~keep``.
+
+        Raises:
+            ValueError: the layer has a rotary embedding, which torch's has not.
         """
-        attn = self.self_attn
-        layer = nn.TransformerEncoderLayer(
-            attn.d_model,
-            attn.n_heads,
-            self.ff.linear1.out_features,
-            dropout=self.dropout1.p,
-            activation=self.ff.activation,
-            layer_norm_eps=self.norm1.eps,
-            batch_first=True,
-            norm_first=self.norm_first,
-            bias=self.ff.linear1.bias is not None,
-        )
-        layer.self_attn = attn.to_torch()
-        for ours_sub, theirs_sub in self._torch_counterparts(layer):
-            theirs_sub.load_state_dict(ours_sub.state_dict())
-        return layer.to(self.ff.linear1.weight.dtype).train(self.training)
+        from transformer_lib.interop import encoder_layer_to_torch
 
-    def _torch_counterparts(
-        self, layer: nn.TransformerEncoderLayer
-    ) -> tuple[tuple[nn.Module, nn.Module], ...]:
-        """Our submodules paired with a torch layer's, besides the attention."""
-        return (
-            (self.ff.linear1, layer.linear1),
-            (self.ff.linear2, layer.linear2),
-            (self.norm1, layer.norm1),
-            (self.norm2, layer.norm2),
-        )
-
-
-def _torch_activation_name(layer: nn.TransformerEncoderLayer) -> str:
-    activation = layer.activation
-    if activation is F.relu or isinstance(activation, nn.ReLU):
-        return "relu"
-    if activation is F.gelu or (
-        isinstance(activation, nn.GELU) and activation.approximate == "none"
-    ):
-        return "gelu"
-    raise ValueError(
-        f"from_torch: unsupported activation {activation!r}; expected relu or exact (erf) gelu"
-    )
+        return encoder_layer_to_torch(self)
 
 
 class TransformerEncoder(nn.Module):
@@ -259,7 +219,9 @@ class TransformerEncoder(nn.Module):
 
         Args:
             x: (B, L, d_model).
-            mask: bool, broadcastable to (B, h, L, L); True = may attend.
+            mask: bool, broadcastable to (B, h, L, L); True = may attend. Build a
+                key-padding mask with :func:`~transformer_lib.attention.padding_mask`
+                ((B, 1, 1, L)); a (B, L) mask would be read as (L_q, L_k).
             return_weights: also return each layer's attention weights.
 
         Returns:
@@ -281,36 +243,18 @@ class TransformerEncoder(nn.Module):
     def from_torch(cls, encoder: nn.TransformerEncoder) -> TransformerEncoder:
         """Copy a ``torch.nn.TransformerEncoder`` built from ``TransformerEncoderLayer`` modules.
 
-        A pre-LN encoder must have a final ``norm``, and a post-LN one must not, as ours.
+        A pre-LN encoder must have a final ``norm`` (its ``eps`` is copied), and a post-LN
+        one must not, as ours. See :func:`transformer_lib.interop.encoder_from_torch`.
+
+        Raises:
+            ValueError: the encoder cannot be represented.
         """
-        layers = [EncoderLayer.from_torch(layer) for layer in encoder.layers]
-        norm_first = layers[0].norm_first
-        if norm_first and encoder.norm is None:
-            raise ValueError("from_torch: a pre-LN (norm_first=True) encoder needs a final norm")
-        if not norm_first and encoder.norm is not None:
-            raise ValueError("from_torch: a post-LN (norm_first=False) encoder has no final norm")
-        first = layers[0]
-        ours = cls(
-            len(layers),
-            first.self_attn.d_model,
-            first.self_attn.n_heads,
-            first.ff.linear1.out_features,
-            norm_first=norm_first,
-            layer_norm_eps=first.norm1.eps,
-            bias=first.ff.linear1.bias is not None,
-        )
-        ours.layers = nn.ModuleList(layers)
-        if norm_first:
-            ours.norm.load_state_dict(encoder.norm.state_dict())
-        return ours.to(first.ff.linear1.weight.dtype).train(encoder.training)
+        from transformer_lib.interop import encoder_from_torch
+
+        return encoder_from_torch(encoder)
 
     def to_torch(self) -> nn.TransformerEncoder:
-        """Return a ``torch.nn.TransformerEncoder`` (batch_first layers) with these weights."""
-        encoder = nn.TransformerEncoder(
-            self.layers[0].to_torch(),
-            num_layers=len(self.layers),
-            norm=copy.deepcopy(self.norm),
-            enable_nested_tensor=False,
-        )
-        encoder.layers = nn.ModuleList(layer.to_torch() for layer in self.layers)
-        return encoder.train(self.training)
+        """Return a ``torch.nn.TransformerEncoder`` (batch-first layers) with these weights."""
+        from transformer_lib.interop import encoder_to_torch
+
+        return encoder_to_torch(self)

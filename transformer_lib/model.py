@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from transformer_lib.attention import padding_mask
-from transformer_lib.encoder import TransformerEncoder
+from transformer_lib.encoder import ACTIVATIONS, TransformerEncoder
+from transformer_lib.multi_head import head_dim_for
 from transformer_lib.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -50,12 +51,34 @@ class EncoderConfig:
     rope_base: float = 10000.0  # base of the rotary frequencies (positional="rotary")
 
     def __post_init__(self) -> None:
+        """Check every field; a bad one raises a ``ValueError`` that names it and its value."""
         if self.positional not in POSITIONAL_ENCODINGS:
             raise ValueError(
                 f"unknown positional {self.positional!r}; expected one of {POSITIONAL_ENCODINGS}"
             )
-        if self.vocab_size < 1:
-            raise ValueError(f"vocab_size must be at least 1, got {self.vocab_size}")
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        head_dim = head_dim_for(self.d_model, self.n_heads)
+        if self.positional == "rotary" and head_dim % 2 != 0:
+            raise ValueError(
+                f"positional='rotary' needs an even head_dim = d_model / n_heads, got {head_dim}"
+            )
+        if self.positional == "sinusoidal" and self.d_model % 2 != 0:
+            raise ValueError(
+                f"positional='sinusoidal' needs an even d_model, got d_model={self.d_model}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got dropout={self.dropout!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation={self.activation!r}; expected one of {sorted(ACTIVATIONS)}"
+            )
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if not self.rope_base > 0:
+            raise ValueError(f"rope_base must be positive, got {self.rope_base!r}")
         if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(
                 f"pad_id={self.pad_id} is not a token id of vocab_size={self.vocab_size}"
@@ -113,10 +136,8 @@ class TransformerEncoderModel(nn.Module):
             self.positional = LearnedPositionalEmbedding(c.d_model, c.max_len)
         elif c.positional == "sinusoidal":
             self.positional = SinusoidalPositionalEncoding(c.d_model, c.max_len)
-        if c.d_model % c.n_heads != 0:
-            raise ValueError(f"d_model={c.d_model} is not divisible by n_heads={c.n_heads}")
         rope = (
-            RotaryEmbedding(c.d_model // c.n_heads, base=c.rope_base)
+            RotaryEmbedding(head_dim_for(c.d_model, c.n_heads), base=c.rope_base)
             if c.positional == "rotary"
             else None
         )
@@ -145,7 +166,9 @@ class TransformerEncoderModel(nn.Module):
         Args:
             ids: (B, L) token ids.
             mask: bool, broadcastable to (B, h, L, L), True = may attend; by default the
-                padding mask of ``config.pad_id`` (or no mask when it is None).
+                padding mask of ``config.pad_id`` (or no mask when it is None), built with
+                :func:`~transformer_lib.attention.padding_mask` as (B, 1, 1, L). A (B, L)
+                mask would be read as (L_q, L_k).
             return_weights: also return every layer's attention weights.
 
         Returns:

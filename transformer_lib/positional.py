@@ -6,6 +6,11 @@ Attention alone is permutation-equivariant (Chapter 1), so word order has to be 
 * :class:`SinusoidalPositionalEncoding` adds fixed sines and cosines (the Transformer paper);
 * :class:`RotaryEmbedding` rotates queries and keys by an angle proportional to the
   position, so that their dot product depends only on the distance (RoFormer, Llama).
+
+Rotary angles are computed in float64 (positions up to 2**53 are exact there, and the
+angle of position 10^6 is off by about 1e-10), and only their cosines and sines are cast
+to the dtype the rotation is computed in: float32 for float32 and half-precision inputs,
+float64 for float64 inputs.
 """
 
 from __future__ import annotations
@@ -35,6 +40,20 @@ def _check_length(length: int, max_len: int, owner: str) -> None:
 def _check_head_dim(head_dim: int) -> None:
     if head_dim % 2 != 0:
         raise ValueError(f"rotary embedding needs an even head_dim, got head_dim={head_dim}")
+
+
+def _check_floating(x: torch.Tensor, owner: str) -> None:
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{owner}: x must be floating point, got dtype {x.dtype} "
+            "(a rotated integer vector would be truncated back to integers)"
+        )
+
+
+def _check_positive(owner: str, **sizes: int) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}: {name} must be a positive integer, got {name}={value!r}")
 
 
 def _check_last_dim(x: torch.Tensor, d_model: int, owner: str) -> None:
@@ -81,6 +100,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int = 4096, base: float = 10000.0) -> None:
         super().__init__()
+        _check_positive("SinusoidalPositionalEncoding", d_model=d_model, max_len=max_len)
         self.d_model, self.max_len, self.base = d_model, max_len, base
         self.register_buffer("pe", sinusoidal_table(max_len, d_model, base), persistent=False)
 
@@ -108,6 +128,7 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int) -> None:
         super().__init__()
+        _check_positive("LearnedPositionalEmbedding", d_model=d_model, max_len=max_len)
         self.d_model, self.max_len = d_model, max_len
         self.embedding = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)
@@ -137,11 +158,17 @@ def rotary_angles(
         device: where to create the angles.
 
     Returns:
-        float32 (L, head_dim/2); row m, column i is the angle of pair i at position offset + m.
+        float64 (L, head_dim/2); row m, column i is the angle of pair i at position
+        offset + m. Float64 keeps large positions exact: in float32, positions above 2**24
+        are rounded and the angle of position 16 000 is already off by about 1e-3.
+        (On Apple's MPS, which has no float64, the angles are computed on the CPU.)
     """
     _check_head_dim(head_dim)
-    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
-    position = torch.arange(offset, offset + length, dtype=torch.float32, device=device)
+    if device is not None and torch.device(device).type == "mps":
+        device = "cpu"
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
+    theta = base**-exponent
+    position = torch.arange(offset, offset + length, dtype=torch.float64, device=device)
     return torch.outer(position, theta)
 
 
@@ -151,17 +178,24 @@ def apply_rotary(
     """Rotate each dimension pair of ``x`` by its angle, in at least float32.
 
     Args:
-        x: (..., L, head_dim).
-        angles: (L, head_dim/2); broadcast over every leading axis of ``x`` (batch, heads).
+        x: (..., L, head_dim), floating point.
+        angles: (L, head_dim/2), as :func:`rotary_angles` gives them (float64); broadcast
+            over every leading axis of ``x`` (batch, heads). Their cosines and sines are
+            taken in the angles' dtype, then cast to the compute dtype.
         interleaved: pair dimensions (2i, 2i+1) as the RoFormer paper does; otherwise
             pair i with i + head_dim/2 (the split-half layout of Hugging Face's Llama).
 
     Returns:
         The rotated tensor, same shape and dtype as ``x``. Half-precision inputs are
         rotated in float32 and cast back; float64 stays float64.
+
+    Raises:
+        TypeError: ``x`` is not floating point.
     """
+    _check_floating(x, "apply_rotary")
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
-    cos, sin = angles.cos().to(compute_dtype), angles.sin().to(compute_dtype)
+    cos = angles.cos().to(device=x.device, dtype=compute_dtype)
+    sin = angles.sin().to(device=x.device, dtype=compute_dtype)
     xf = x.to(compute_dtype)
     if interleaved:
         pairs = rearrange(xf, "... l (half two) -> ... l half two", two=2)
@@ -196,7 +230,11 @@ class RotaryEmbedding(nn.Module):
         self.head_dim, self.base, self.interleaved = head_dim, base, interleaved
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """x: (..., L, head_dim) -> rotated, same shape and dtype; positions offset..offset+L-1."""
+        """x: (..., L, head_dim), floating point -> rotated, same shape and dtype.
+
+        The rows are positions offset..offset+L-1. Integer inputs raise a ``TypeError``.
+        """
+        _check_floating(x, "RotaryEmbedding")
         if x.dim() < 2 or x.shape[-1] != self.head_dim:
             raise ValueError(
                 f"RotaryEmbedding: x must be (..., L, head_dim={self.head_dim}), "

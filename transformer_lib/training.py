@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -11,7 +12,7 @@ from tqdm import tqdm
 
 from transformer_lib.data import IGNORE
 
-__all__ = ["History", "accuracy", "evaluate", "train"]
+__all__ = ["History", "evaluate", "train"]
 
 
 @dataclass
@@ -25,29 +26,28 @@ class History:
     eval_accuracy: list[float] = field(default_factory=list)  # held-out accuracy then
 
 
-def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of graded targets predicted right.
-
-    Args:
-        logits: (..., n_classes).
-        targets: (...), class ids; :data:`~transformer_lib.data.IGNORE` is not graded.
-    """
-    graded = targets != IGNORE
-    correct = (logits.argmax(-1) == targets) & graded
-    return correct.sum().item() / max(graded.sum().item(), 1)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, batch_size: int = 512
 ) -> float:
     """Accuracy of ``model`` on ``(inputs, targets)``, in evaluation mode.
 
+    The fraction of graded targets whose logit is largest; positions whose target is
+    :data:`~transformer_lib.data.IGNORE` are not graded. The model's training mode is
+    restored afterwards.
+
     Args:
         model: maps inputs (N, L) to logits (N, L, C) or (N, C).
         inputs: (N, L) token ids.
         targets: (N, L) or (N,) class ids.
+        batch_size: sequences per forward pass.
+
+    Raises:
+        ValueError: there are no examples or no graded targets, inputs and targets differ
+            in length, or ``batch_size`` is not positive.
     """
+    _check_examples(inputs, targets)
+    _check_positive(batch_size=batch_size)
     was_training = model.training
     model.eval()
     graded = correct = 0
@@ -58,7 +58,23 @@ def evaluate(
         correct += ((logits.argmax(-1) == batch_targets) & mask).sum().item()
         graded += mask.sum().item()
     model.train(was_training)
-    return correct / max(graded, 1)
+    if graded == 0:
+        raise ValueError("evaluate: every target is IGNORE, so there is nothing to grade")
+    return correct / graded
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+
+
+def _check_examples(inputs: torch.Tensor, targets: torch.Tensor, name: str = "inputs") -> None:
+    if len(inputs) != len(targets):
+        owner = "inputs and targets" if name == "inputs" else f"{name}'s inputs and targets"
+        raise ValueError(f"{owner} differ in length: {len(inputs)} vs {len(targets)}")
+    if len(inputs) == 0:
+        raise ValueError(f"{name} holds no examples (length 0)")
 
 
 def train(
@@ -99,16 +115,20 @@ def train(
 
     Returns:
         A :class:`History`.
+
+    Raises:
+        ValueError: an argument is out of range (the message names it and its value), or
+            ``inputs``/``eval_data`` hold no examples.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    if len(inputs) != len(targets):
-        raise ValueError(f"inputs and targets differ in length: {len(inputs)} vs {len(targets)}")
+    _check_examples(inputs, targets)
+    _check_positive(batch_size=batch_size, eval_every=eval_every, log_every=log_every)
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    devices = [p.device for p in model.parameters() if p.device.type == "cuda"]
-    with torch.random.fork_rng(devices=sorted(set(devices), key=str)):
-        torch.manual_seed(seed)
+    if eval_data is not None:
+        _check_examples(*eval_data, name="eval_data")
+    with _seeded(model, seed):
         return _train_loop(
             model,
             inputs,
@@ -124,6 +144,29 @@ def train(
             seed=seed,
             progress=progress,
         )
+
+
+@contextlib.contextmanager
+def _seeded(model: nn.Module, seed: int):
+    """Seed the CPU generator and those of the accelerators ``model`` lives on, restoring
+    each afterwards. Generators the model does not use are neither seeded nor touched
+    (unlike ``torch.manual_seed``, which reseeds every device)."""
+    device_types = {p.device.type for p in model.parameters()} - {"cpu", "meta"}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[]))
+        torch.random.default_generator.manual_seed(seed)
+        for device_type in sorted(device_types):
+            indices = sorted(
+                {p.device.index or 0 for p in model.parameters() if p.device.type == device_type}
+            )
+            stack.enter_context(torch.random.fork_rng(devices=indices, device_type=device_type))
+            module = getattr(torch, device_type)
+            for index in indices:
+                with (
+                    module.device(index) if hasattr(module, "device") else contextlib.nullcontext()
+                ):
+                    module.manual_seed(seed)
+        yield
 
 
 def _train_loop(
