@@ -19,7 +19,7 @@ from transformer_lib.positional import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
 )
-from transformer_lib.training import History
+from transformer_lib.training import History, _seeded
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqTransformer", "exact_match", "train_seq2seq"]
 
@@ -326,8 +326,7 @@ def train_seq2seq(
         optimizer, lambda step: _lr_factor(step, steps, warmup_steps)
     )
     history = History()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(model, seed):
         model.train()
         bar = tqdm(range(1, steps + 1), disable=not progress, desc="training")
         for step in bar:
