@@ -1,5 +1,8 @@
 """Plotting helpers: they draw what they are given and reject mismatched labels."""
 
+import re
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -36,3 +39,33 @@ def test_plot_attention_errors():
     with pytest.raises(ValueError, match="weights are 2×3 .* got 2 query labels and 2 key labels"):
         plot_attention(torch.ones(2, 3), ["a", "b"])
     plt.close("all")
+
+
+def test_use_hangul_font_draws_korean_without_missing_glyphs(tmp_path):
+    """The chapters' Korean labels need a Hangul font (make test's machines have one)."""
+    from transformer_lib.viz import HANGUL_FONTS, use_hangul_font
+
+    saved = plt.rcParams["font.family"]
+    try:
+        family = use_hangul_font()
+        assert family in HANGUL_FONTS
+        assert plt.rcParams["font.family"] == ["DejaVu Sans", family]
+        fig, ax = plt.subplots()
+        ax.set_title("셀프 어텐션 가중치 −1")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "Glyph ... missing from font(s)" would raise
+            fig.savefig(tmp_path / "hangul.png")
+        plt.close(fig)
+    finally:
+        plt.rcParams["font.family"] = saved
+
+
+def test_use_hangul_font_without_one_says_how_to_install_it(monkeypatch):
+    from matplotlib import font_manager
+
+    from transformer_lib import viz
+
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", [])
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *args, **kwargs: [])
+    with pytest.raises(RuntimeError, match=re.escape("apt-get install fonts-noto-cjk")):
+        viz.use_hangul_font()

@@ -1,4 +1,4 @@
-"""Plotting helpers used by the chapters: attention heatmaps.
+"""Plotting helpers used by the chapters: attention heatmaps, and a Hangul font for plots.
 
 The book's fixed figures (the encoder's architecture, Chapter 5's worksheet) are drawn by
 ``imgs/figures.py`` next to ``imgs/make_figures.py``, not by the installed library.
@@ -6,13 +6,71 @@ The book's fixed figures (the encoder's architecture, Chapter 5's worksheet) are
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib import font_manager
 from matplotlib.axes import Axes
 
-__all__ = ["plot_attention"]
+__all__ = ["HANGUL_FONTS", "plot_attention", "use_hangul_font"]
+
+# Fonts with Hangul, most preferred first: Noto Sans CJK (Debian/Ubuntu fonts-noto-cjk, the
+# CI machine), Nanum Gothic (fonts-nanum, what Colab's setup cell installs), then the fonts
+# that Windows and macOS ship.
+HANGUL_FONTS = (
+    "Noto Sans CJK KR",
+    "NanumGothic",
+    "Noto Sans KR",
+    "Malgun Gothic",
+    "Apple SD Gothic Neo",
+    "AppleGothic",
+)
+_HANGUL_FILES = (
+    "notosanscjk",
+    "nanumgothic",
+    "notosanskr",
+    "malgun",
+    "applesdgothic",
+    "applegothic",
+)
+
+
+def use_hangul_font() -> str:
+    """Draw Hangul in every later plot, with the first installed font of ``HANGUL_FONTS``.
+
+    Sets ``plt.rcParams["font.family"]`` to DejaVu Sans (Latin text, digits and the minus
+    sign of math ticks) followed by the Hangul font, which draws only what DejaVu Sans
+    lacks. A font installed after matplotlib built its font cache (``apt-get install`` in a
+    running Colab session) is found by scanning the system's font folders.
+
+    Returns:
+        The Hangul font's family name.
+
+    Raises:
+        RuntimeError: no Hangul font is installed; the message says how to install one.
+    """
+
+    def installed() -> set[str]:
+        return {font.name for font in font_manager.fontManager.ttflist}
+
+    if not installed() & set(HANGUL_FONTS):
+        for path in font_manager.findSystemFonts():
+            if any(key in pathlib.Path(path).name.lower() for key in _HANGUL_FILES):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError):  # an unreadable font file: skip it
+                    continue
+    names = installed()
+    for family in HANGUL_FONTS:
+        if family in names:
+            plt.rcParams["font.family"] = ["DejaVu Sans", family]
+            return family
+    raise RuntimeError(
+        f"no font with Hangul found for matplotlib (looked for {', '.join(HANGUL_FONTS)}); "
+        "install one, e.g. Debian/Ubuntu: apt-get install fonts-noto-cjk (or fonts-nanum)"
+    )
 
 
 def plot_attention(

@@ -108,6 +108,22 @@ def repository_path() -> str:
     return urllib.parse.urlparse(url).path.strip("/")
 
 
+LANGUAGE_SWITCH_JS = """() => {
+  const links = [...document.querySelectorAll('a[hreflang]')];
+  const seen = a => {
+    const r = a.getBoundingClientRect();
+    const style = getComputedStyle(a);
+    return r.width > 0 && r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight
+      && style.visibility !== 'hidden';
+  };
+  return {
+    links: links.map(a => a.href),
+    visible: links.some(seen),
+    in_article: !!document.querySelector('p.language-switch a[hreflang]'),
+  };
+}"""
+
+
 class _Ids(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -333,11 +349,13 @@ def test_page_reads_well(browser, server, edition, page_path, width_name):
             if expected not in colab:
                 problems.append(f"Colab link {colab} is not {expected}")
         if len(editions()) > 1:
-            switch = page.evaluate(
-                "() => [...document.querySelectorAll('a[hreflang]')].map(a => a.href)"
-            )
-            if not switch:
+            switch = page.evaluate(LANGUAGE_SWITCH_JS)
+            if not switch["links"]:
                 problems.append("no language switch (a link with hreflang)")
+            # Seen without scrolling: in the sidebar on a desktop, above the title on a
+            # content page at any width (a phone folds the sidebar away).
+            elif not switch["visible"] and (width_name == "desktop" or switch["in_article"]):
+                problems.append("the language switch is not visible on the first screen")
         if edition == "ko":
             if page.evaluate("() => document.documentElement.lang") != "ko":
                 problems.append('Korean page does not declare lang="ko"')
