@@ -32,7 +32,7 @@ SIDEBAR = [
 ]
 
 
-def _language_switch(app, pagename, context) -> None:
+def _language_switch(app, pagename, templatename, context, doctree) -> None:
     switch = app.config.language_switch
     if not switch:
         return
@@ -59,10 +59,6 @@ def _add_sidebar_switch(app, config) -> None:
         config.html_sidebars = {"**": SIDEBAR}
 
 
-def _set_language_switch(app, pagename, templatename, context, doctree) -> None:
-    _language_switch(app, pagename, context)
-
-
 def _fix_page(app, pagename, templatename, context, doctree) -> None:
     context.setdefault("default_mode", "auto")
     scripts = context.get("script_files")
@@ -82,7 +78,7 @@ def setup(app):
     app.add_config_value("language_switch", None, "html", types=[dict, type(None)])
     app.connect("config-inited", _add_sidebar_switch)
     # Before pydata-sphinx-theme's handler, which drops sidebar templates that render empty.
-    app.connect("html-page-context", _set_language_switch, priority=100)
+    app.connect("html-page-context", _language_switch, priority=100)
     # After every other extension has added its page scripts.
     app.connect("html-page-context", _fix_page, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -114,17 +114,27 @@ def updated(page: Page, old: polib.POFile) -> polib.POFile:
     return new
 
 
+def catalog_text(catalog: polib.POFile) -> str:
+    """A catalog as ``make translations`` writes it (what the tests compare against)."""
+    return str(catalog) + "\n"
+
+
+def write_if_changed(path: pathlib.Path, text: str) -> bool:
+    """Write ``text`` to ``path`` unless it already holds exactly that; whether it wrote."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
 def update_all(root: pathlib.Path = ROOT) -> list[pathlib.Path]:
     """Update every page's catalog from its English source; the catalogs that changed."""
     changed = []
     for page_path in translated_pages(root):
         path = catalog_path(page_path)
-        old = load(path)
-        new = updated(read_page(root / page_path), old)
-        text = str(new) + "\n"
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+        new = updated(read_page(root / page_path), load(path))
+        if write_if_changed(path, catalog_text(new)):
             changed.append(path)
     return changed
 

@@ -19,7 +19,14 @@ import pathlib
 import yaml
 
 from . import glossary
-from .catalog import ROOT, catalog_path, load, translated_pages, translation_of
+from .catalog import (
+    ROOT,
+    catalog_path,
+    load,
+    translated_pages,
+    translation_of,
+    write_if_changed,
+)
 from .segments import read_page, render_page
 
 KO = ROOT / "ko"
@@ -85,12 +92,7 @@ def expected_files() -> tuple[dict[pathlib.Path, str], list[str]]:
 def generate_all() -> list[pathlib.Path]:
     """Write every generated file whose text changed; raise if a page cannot be generated."""
     files, missing = expected_files()
-    changed = []
-    for path, text in files.items():
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            changed.append(path)
+    changed = [path for path, text in files.items() if write_if_changed(path, text)]
     for name, target in (("imgs", "../imgs"), ("_static", "../_static")):
         link = KO / name
         if not link.is_symlink():

@@ -6,7 +6,7 @@ the one source of the book's terminology, for readers and for the translation ch
 
 from __future__ import annotations
 
-from .catalog import ROOT, toc_pages
+from .catalog import toc_pages
 from .terms import Term, load_terms
 
 _HEADER = {
@@ -75,15 +75,3 @@ def render(language: str) -> str:
             cells = [term.korean, term.english, term.notes, term.meaning_ko, where]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |\n")
     return _HEADER[language] + "".join(rows)
-
-
-def write_glossaries() -> list:
-    """Write ``glossary.md`` and ``ko/glossary.md``; the paths whose text changed."""
-    changed = []
-    for language, path in (("en", ROOT / "glossary.md"), ("ko", ROOT / "ko" / "glossary.md")):
-        text = render(language)
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            changed.append(path)
-    return changed

@@ -22,6 +22,13 @@ _LABEL = re.compile(r"^\((?P<label>[\w.:-]+)\)=\s*$", re.M)
 _OPTION = re.compile(r"^\s*(:[\w-]+:.*?)\s*$", re.M)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^>\n]*>")
 _LABEL_ARGUMENT_DIRECTIVES = {"solution-start", "solution-end"}
+_DIRECTIVE = re.compile(r"\{(?P<name>[\w:-]+)\}\s*(?P<argument>.*)")
+
+
+def directive(info: str) -> tuple[str, str] | None:
+    """A fence's info string ``{name} argument`` as ``(name, argument)``; None for code."""
+    match = _DIRECTIVE.match(info.strip())
+    return None if match is None else (match.group("name"), match.group("argument"))
 
 
 def markup(text: str) -> set[str]:
@@ -29,15 +36,14 @@ def markup(text: str) -> set[str]:
     spans: set[str] = set()
 
     def fence(match: re.Match) -> str:
-        info = match.group("info").strip()
-        directive = re.match(r"\{(?P<name>[\w:-]+)\}\s*(?P<argument>.*)", info)
-        if directive is None:  # a code block: all of it is code
-            spans.add(f"code block: {info}\n{match.group('body')}")
+        parsed = directive(match.group("info"))
+        if parsed is None:  # a code block: all of it is code
+            spans.add(f"code block: {match.group('info').strip()}\n{match.group('body')}")
             return "\n"
-        name = directive.group("name")
+        name, argument = parsed
         spans.add(f"directive: {name}")
-        if name in _LABEL_ARGUMENT_DIRECTIVES and directive.group("argument"):
-            spans.add(f"directive argument: {directive.group('argument')}")
+        if name in _LABEL_ARGUMENT_DIRECTIVES and argument:
+            spans.add(f"directive argument: {argument}")
         body = match.group("body")
         for option in _OPTION.findall(body):
             spans.add(f"option: {option}")

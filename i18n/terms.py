@@ -25,6 +25,7 @@ from .markup import (
     _LINK_TARGET,
     _OPTION,
     _ROLE,
+    directive,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -100,11 +101,11 @@ def prose(text: str) -> str:
     """
 
     def fence(match: re.Match) -> str:
-        info = match.group("info").strip()
-        if not info.startswith("{"):
+        parsed = directive(match.group("info"))
+        if parsed is None:  # a code block
             return " "
-        name = re.match(r"\{([\w:-]+)\}", info).group(1)
-        title = "" if name in _LABEL_ARGUMENT_DIRECTIVES else re.sub(r"^\{[\w:-]+\}\s*", "", info)
+        name, argument = parsed
+        title = "" if name in _LABEL_ARGUMENT_DIRECTIVES else argument
         return f"\n{title}\n{_OPTION.sub('', match.group('body'))}\n"
 
     text = _FENCE.sub(fence, text)

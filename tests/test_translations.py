@@ -53,7 +53,7 @@ def test_catalog_matches_the_current_english(page):
         segments.read_page(ROOT / page), catalog.load(catalog.catalog_path(page))
     )
     committed = catalog.catalog_path(page).read_text(encoding="utf-8")
-    assert str(current) + "\n" == committed, (
+    assert catalog.catalog_text(current) == committed, (
         f"{catalog.catalog_path(page).name} lags behind {page}: run make translations, "
         "then translate the new and fuzzy entries"
     )
