@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from transformer_lib.encoder import FeedForward
+from transformer_lib.encoder import FeedForward, stack_layers
 from transformer_lib.multi_head import MultiHeadAttention
 from transformer_lib.positional import RotaryEmbedding
 
@@ -354,18 +354,10 @@ class TransformerDecoder(nn.Module):
         self, n_layers: int, d_model: int, n_heads: int, d_ff: int, **layer_options
     ) -> None:
         super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be at least 1, got {n_layers}")
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, n_heads, d_ff, **layer_options) for _ in range(n_layers)
+        self.layers, self.norm = stack_layers(
+            lambda: DecoderLayer(d_model, n_heads, d_ff, **layer_options), n_layers
         )
-        first = self.layers[0]
-        self.norm_first = first.norm_first
-        self.norm = (
-            nn.LayerNorm(d_model, eps=first.norm1.eps, bias=first.norm1.bias is not None)
-            if self.norm_first
-            else None
-        )
+        self.norm_first = self.layers[0].norm_first
 
     def forward(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -178,6 +180,33 @@ class EncoderLayer(nn.Module):
         return encoder_layer_to_torch(self)
 
 
+def stack_layers(
+    make_layer: Callable[[], nn.Module], n_layers: int
+) -> tuple[nn.ModuleList, nn.LayerNorm | None]:
+    """``n_layers`` fresh layers, and the final LayerNorm that a pre-LN stack ends with.
+
+    Shared by :class:`TransformerEncoder` and the decoder's stack.
+
+    Args:
+        make_layer: builds one layer with ``norm_first`` and ``norm1`` (an ``nn.LayerNorm``).
+        n_layers: number of layers N, at least 1.
+
+    Returns:
+        ``(layers, norm)``: an ``nn.ModuleList`` of N layers, and for pre-LN layers an
+        ``nn.LayerNorm`` with the first layer's width, ``eps`` and bias (else None).
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be at least 1, got {n_layers}")
+    layers = nn.ModuleList(make_layer() for _ in range(n_layers))
+    first = layers[0].norm1
+    norm = (
+        nn.LayerNorm(first.normalized_shape, eps=first.eps, bias=first.bias is not None)
+        if layers[0].norm_first
+        else None
+    )
+    return layers, norm
+
+
 class TransformerEncoder(nn.Module):
     """A stack of ``n_layers`` :class:`EncoderLayer`, plus a final LayerNorm when pre-LN.
 
@@ -199,18 +228,10 @@ class TransformerEncoder(nn.Module):
         self, n_layers: int, d_model: int, n_heads: int, d_ff: int, **layer_options
     ) -> None:
         super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be at least 1, got {n_layers}")
-        self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, **layer_options) for _ in range(n_layers)
+        self.layers, self.norm = stack_layers(
+            lambda: EncoderLayer(d_model, n_heads, d_ff, **layer_options), n_layers
         )
-        first = self.layers[0]
-        self.norm_first = first.norm_first
-        self.norm = (
-            nn.LayerNorm(d_model, eps=first.norm1.eps, bias=first.norm1.bias is not None)
-            if self.norm_first
-            else None
-        )
+        self.norm_first = self.layers[0].norm_first
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, return_weights: bool = False

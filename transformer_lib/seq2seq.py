@@ -340,9 +340,7 @@ def train_seq2seq(
             loss.backward()
             optimizer.step()
             if step % log_every == 0 or step == 1:
-                history.step.append(step)
-                history.loss.append(loss.item())
-                history.lr.append(schedule.get_last_lr()[0])
+                history.record(step, loss.item(), schedule.get_last_lr()[0])
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             schedule.step()
     model.eval()

@@ -25,6 +25,12 @@ class History:
     eval_step: list[int] = field(default_factory=list)  # step of each evaluation
     eval_accuracy: list[float] = field(default_factory=list)  # held-out accuracy then
 
+    def record(self, step: int, loss: float, lr: float) -> None:
+        """Append one training-loss record: the step, its loss and its learning rate."""
+        self.step.append(step)
+        self.loss.append(loss)
+        self.lr.append(lr)
+
 
 @torch.no_grad()
 def evaluate(
@@ -201,9 +207,7 @@ def _train_loop(
         loss.backward()
         optimizer.step()
         if step % log_every == 0 or step == 1:
-            history.step.append(step)
-            history.loss.append(loss.item())
-            history.lr.append(schedule.get_last_lr()[0])
+            history.record(step, loss.item(), schedule.get_last_lr()[0])
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         schedule.step()
         if eval_data is not None and (step % eval_every == 0 or step == steps):
